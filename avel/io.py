@@ -1,0 +1,75 @@
+"""Atomic file output: write to a temporary name beside the target, rename when complete.
+
+Every file avel writes goes through here, so an interrupted command never leaves a half-written
+output under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+H5_KEY = "avadataset"  # the key every released AVE feature/label file stores its array under
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; rename it onto `path` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write `obj` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_h5(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write named arrays into a new HDF5 file, atomically (the released layout: one key per array)."""
+    import h5py
+
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for key, arr in arrays.items():
+                f.create_dataset(key, data=arr)
+
+
+def read_h5(path: str | Path, key: str = H5_KEY) -> np.ndarray:
+    """Read one array from an HDF5 file, with a clear error for a missing, truncated or keyless file."""
+    import h5py
+
+    from avel.errors import AvelError
+
+    path = Path(path)
+    if not path.is_file():
+        raise AvelError("file not found", path)
+    try:
+        with h5py.File(path, "r") as f:
+            if key not in f:
+                raise AvelError(f"no dataset '{key}' (found: {', '.join(f.keys()) or 'none'})", path)
+            return f[key][()]
+    except OSError as exc:
+        raise AvelError(f"not a readable HDF5 file (truncated or corrupt?): {exc}", path) from exc

@@ -1,0 +1,1 @@
+"""Models: attention, fusion, event localizers, cross-modal networks, and the registry."""

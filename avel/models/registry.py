@@ -1,0 +1,116 @@
+"""A small model registry (in the spirit of timm's `register_model` / `create_model`).
+
+Each model is one small function `fn(cfg: ModelConfig) -> nn.Module` decorated with
+`@register_model("NAME")`, using the paper's names (`A`, `V`, `V-att`, `A+V`, `A+V-att`, `DMRN`, ...).
+Every registered model takes a batch of per-second features and returns a `ModelOutput`;
+tests/test_registry.py loops over `list_models()` doing forward, backward, shape and NaN checks,
+so a new model is tested the moment it is registered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from avel.errors import AvelError
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model; stored as JSON beside every checkpoint."""
+
+    name: str = "A+V-att"  # registry name (the paper's model name)
+    num_classes: int = 29  # 28 events + background
+    audio_dim: int = 128  # VGGish embedding size
+    visual_dim: int = 512  # VGG-19 pool5 channels
+    visual_grid: int = 7  # pool5 map is visual_grid x visual_grid
+    hidden: int = 128  # LSTM hidden size (supplement Sec. 2)
+    bidirectional: bool = True  # the authors' released code uses BiLSTMs
+    attention_dim: int = 512  # d, the shared projection size in eq. 4 (U_v, U_a)
+    fusion: str = "concat"  # fusion method name (see avel.models.fusion.FUSIONS)
+    fusion_stage: str = "late"  # early (before LSTMs) | late (after LSTMs) | decision (before softmax)
+    dropout: float = 0.0  # dropout on LSTM outputs
+    weak: bool = False  # trained from video-level labels with MIL pooling (eq. 7)
+    audio_map_shape: tuple[int, int, int] | None = None  # (H, W, C) of spatial audio maps (supplement 3.2)
+    extra: dict[str, Any] = field(default_factory=dict)  # model-specific options
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise AvelError(f"model config has unknown fields {sorted(unknown)} (from a newer avel?)")
+        d = dict(d)
+        if d.get("audio_map_shape") is not None:
+            d["audio_map_shape"] = tuple(d["audio_map_shape"])
+        return cls(**d)
+
+
+@dataclass
+class ModelOutput:
+    """What every localizer returns."""
+
+    logits: torch.Tensor  # (B, T, num_classes) per-second class scores (pre-softmax)
+    attention: torch.Tensor | None = None  # (B, T, grid*grid) audio-guided visual attention, rows sum to 1
+    audio_attention: torch.Tensor | None = None  # (B, T, H*W) visual-guided audio attention, if any
+    probs: torch.Tensor | None = None  # (B, T, num_classes) when a model averages probabilities (DMRFE)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    build: Callable[[ModelConfig], nn.Module]
+    inputs: tuple[str, ...]  # batch keys the model reads: "audio", "visual", "audio_map"
+    description: str
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, inputs: tuple[str, ...] = ("audio", "visual"), description: str = ""):
+    """Decorator: register `fn(cfg) -> nn.Module` under the paper's model name."""
+
+    def deco(fn: Callable[[ModelConfig], nn.Module]):
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = ModelSpec(name, fn, inputs, description or (fn.__doc__ or "").strip().split("\n")[0])
+        return fn
+
+    return deco
+
+
+def _load_builtin_models() -> None:
+    # Importing the modules runs their @register_model decorators.
+    import importlib
+
+    for mod in ("localizers", "edtcn", "attention_variants"):
+        try:
+            importlib.import_module(f"avel.models.{mod}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"avel.models.{mod}":
+                raise
+
+
+def list_models() -> list[str]:
+    _load_builtin_models()
+    return list(_REGISTRY)
+
+
+def model_spec(name: str) -> ModelSpec:
+    _load_builtin_models()
+    if name not in _REGISTRY:
+        raise AvelError(f"unknown model '{name}'; valid models: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def create_model(cfg: ModelConfig) -> nn.Module:
+    """Build the model named by `cfg.name`."""
+    return model_spec(cfg.name).build(cfg)
