@@ -1,10 +1,18 @@
-"""Audio-visual fusion methods (Section 4.3, Table 2), behind one small interface.
+"""Audio-visual fusion methods (Section 4.3, Section 6.2 and Table 2), behind one small interface.
 
 A fusion module is built as `cls(dim_a, dim_v, out_dim)` and maps `(a (..., dim_a), v (..., dim_v))`
-to a joint representation `(..., module.out_dim)`. The same modules serve early fusion (on the
-audio feature and the attended visual feature, before the LSTMs), late fusion (on the two LSTM
-outputs) and decision fusion (on per-modality class scores, just before the softmax).
-Register new ones with `@register_fusion("name")`.
+to a joint representation `(..., module.out_dim)`. The same modules serve early fusion (the 128-d
+audio feature with the 512-d attended visual feature, before the LSTMs), late fusion (the two 256-d
+BiLSTM outputs) and decision fusion (two 29-d class-score vectors, just before the softmax), so
+every method accepts `dim_a != dim_v`.
+
+`out_dim` is the joint size the caller asks for. Methods whose definition needs equal sizes
+(additive, max-pooling, gated, DMRN, ...) first bring each modality to `out_dim` with a linear
+projection, skipped (identity) when the modality already has that size: fusing two 256-d LSTM
+outputs with `out_dim=256` is then exactly the textbook formula. Concatenation's size is fixed by
+its definition (`dim_a + dim_v`), so it ignores `out_dim`; read `module.out_dim` for the real size.
+
+Register new ones with `@register_fusion("name")`; `create_fusion(name, ...)` builds by name.
 """
 
 from __future__ import annotations
@@ -18,7 +26,11 @@ FUSIONS: dict[str, type[nn.Module]] = {}
 
 
 def register_fusion(name: str):
+    """Decorator: register a fusion module class under `name` (lower case, as in the CLI)."""
+
     def deco(cls: type[nn.Module]) -> type[nn.Module]:
+        if name in FUSIONS:
+            raise ValueError(f"fusion {name!r} registered twice")
         FUSIONS[name] = cls
         return cls
 
@@ -26,42 +38,230 @@ def register_fusion(name: str):
 
 
 def create_fusion(name: str, dim_a: int, dim_v: int, out_dim: int) -> nn.Module:
+    """Build the fusion module registered as `name`."""
     if name not in FUSIONS:
         raise AvelError(f"unknown fusion '{name}'; valid: {', '.join(FUSIONS)}")
     return FUSIONS[name](dim_a, dim_v, out_dim)
 
 
+def project(dim_in: int, dim_out: int) -> nn.Module:
+    """Linear map to `dim_out`, or the identity when the size already matches."""
+    return nn.Identity() if dim_in == dim_out else nn.Linear(dim_in, dim_out)
+
+
+def _two_layer(dim: int) -> nn.Sequential:
+    """Linear-tanh-Linear transform, the U_a / U_v of the authors' TBMRF_Net."""
+    return nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, dim))
+
+
+# --- Kiela et al. 2018 -------------------------------------------------------------------------
+# D. Kiela, E. Grave, A. Joulin, T. Mikolov, "Efficient Large-Scale Multi-Modal Classification",
+# AAAI 2018 (arXiv:1802.02892), ref. [36] of the paper. There one modality (text) is fused with
+# continuous image features that are first linearly projected to the text size; here both audio
+# and visual are projected to `out_dim` where their size differs.
+
+
+@register_fusion("additive")
+class Additive(nn.Module):
+    """Additive fusion (Kiela et al. 2018, "Add"): z = P_a a + P_v v.
+
+    P_a, P_v project to `out_dim` (identity where the size already matches), so two equal-size
+    LSTM outputs are simply summed.
+    """
+
+    def __init__(self, dim_a: int, dim_v: int, out_dim: int) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.P_a = project(dim_a, out_dim)
+        self.P_v = project(dim_v, out_dim)
+
+    def forward(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.P_a(a) + self.P_v(v)  # (..., out_dim)
+
+
+@register_fusion("mp")
+class MaxPooling(nn.Module):
+    """Max-pooling fusion (Kiela et al. 2018, "Max"): z = max(P_a a, P_v v), elementwise."""
+
+    def __init__(self, dim_a: int, dim_v: int, out_dim: int) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.P_a = project(dim_a, out_dim)
+        self.P_v = project(dim_v, out_dim)
+
+    def forward(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(self.P_a(a), self.P_v(v))  # (..., out_dim)
+
+
+@register_fusion("gated")
+class Gated(nn.Module):
+    """Gated fusion (Kiela et al. 2018, "Gated"): z = sigmoid(W_g a + b_g) * P_v v.
+
+    One modality produces an elementwise sigmoid gate that switches the other's features on and
+    off. The audio is the gating modality, as it guides the visual stream everywhere else in
+    the paper (the audio-guided attention of eq. 2-4).
+    """
+
+    def __init__(self, dim_a: int, dim_v: int, out_dim: int) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.gate = nn.Linear(dim_a, out_dim)  # W_g, b_g
+        self.P_v = project(dim_v, out_dim)
+
+    def forward(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.gate(a)) * self.P_v(v)  # (..., out_dim)
+
+
+@register_fusion("mb")
+class MultimodalBilinear(nn.Module):
+    """Multimodal bilinear fusion (Kiela et al. 2018, "Bilinear"): z_k = a^T W_k v + b_k.
+
+    A full bilinear tensor W (out_dim x dim_a x dim_v) would hold 16.8 M weights for late fusion
+    (256 x 256 x 256), so W is factorised with rank R (default `min(out_dim, 256)`):
+    W_k = sum_r P[k, r] U[r]^T V[r], i.e. z = P ((U a) * (V v)) + b (the low-rank bilinear form
+    of Kim et al., "Hadamard Product for Low-rank Bilinear Pooling", ICLR 2017, without its
+    nonlinearities, so z stays exactly bilinear in (a, v)). Parameters: R (dim_a + dim_v +
+    out_dim) + out_dim, i.e. 197k for late fusion.
+    """
+
+    def __init__(self, dim_a: int, dim_v: int, out_dim: int, rank: int | None = None) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.rank = rank or min(out_dim, 256)
+        self.U = nn.Linear(dim_a, self.rank, bias=False)
+        self.V = nn.Linear(dim_v, self.rank, bias=False)
+        self.P = nn.Linear(self.rank, out_dim)
+
+    def full_tensor(self) -> torch.Tensor:
+        """The equivalent full bilinear tensor W (out_dim, dim_a, dim_v), for tests and inspection."""
+        return torch.einsum("kr,ra,rv->kav", self.P.weight, self.U.weight, self.V.weight)
+
+    def forward(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.P(self.U(a) * self.V(v))  # (..., R) * (..., R) -> (..., out_dim)
+
+
+@register_fusion("gmb")
+class GatedMultimodalBilinear(nn.Module):
+    """Gated multimodal bilinear fusion (Kiela et al. 2018, "Bilinear-gated").
+
+    The gated variant of `mb`: z = sigmoid(W_g a + b_g) * MB(a, v), the audio gate of `gated`
+    applied to the low-rank bilinear joint representation.
+    """
+
+    def __init__(self, dim_a: int, dim_v: int, out_dim: int) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.gate = nn.Linear(dim_a, out_dim)
+        self.bilinear = MultimodalBilinear(dim_a, dim_v, out_dim)
+
+    def forward(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.gate(a)) * self.bilinear(a, v)  # (..., out_dim)
+
+
+# --- other fusions of Table 2 ------------------------------------------------------------------
+
+
+@register_fusion("gmu")
+class GMU(nn.Module):
+    """Gated Multimodal Unit (Arevalo et al., "Gated Multimodal Units for Information Fusion",
+    ICLR 2017 workshop; ref. [56] of the paper):
+
+    h_a = tanh(W_a a), h_v = tanh(W_v v), z = sigmoid(W_z [a; v]), h = z * h_a + (1 - z) * h_v.
+    The gate z decides, per output unit, how much each modality contributes.
+    """
+
+    def __init__(self, dim_a: int, dim_v: int, out_dim: int) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.W_a = nn.Linear(dim_a, out_dim, bias=False)
+        self.W_v = nn.Linear(dim_v, out_dim, bias=False)
+        self.W_z = nn.Linear(dim_a + dim_v, out_dim, bias=False)
+
+    def parts(self, a: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(h_a, h_v, z), each (..., out_dim)."""
+        h_a = torch.tanh(self.W_a(a))
+        h_v = torch.tanh(self.W_v(v))
+        z = torch.sigmoid(self.W_z(torch.cat([a, v], dim=-1)))
+        return h_a, h_v, z
+
+    def forward(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        h_a, h_v, z = self.parts(a, v)
+        return z * h_a + (1.0 - z) * h_v  # (..., out_dim)
+
+
 @register_fusion("concat")
 class Concat(nn.Module):
-    """Concatenation: [a; v] (the fusion of the paper's Table 1 A+V models)."""
+    """Concatenation: [a; v] (the fusion of the paper's Table 1 A+V models); ignores out_dim."""
 
     def __init__(self, dim_a: int, dim_v: int, out_dim: int) -> None:
         super().__init__()
         self.out_dim = dim_a + dim_v
 
     def forward(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return torch.cat([a, v], dim=-1)
+        return torch.cat([a, v], dim=-1)  # (..., dim_a + dim_v)
+
+
+@register_fusion("mrn")
+class MRN(nn.Module):
+    """Multimodal Residual Network (Kim et al., "Multimodal Residual Learning for Visual QA",
+    NIPS 2016; ref. [47] of the paper), adapted from question/image to audio/visual.
+
+    Only the audio branch is updated; each block adds the product of a nonlinear audio mapping
+    and a nonlinear mapping of the (un-updated) visual feature to a linear shortcut of the audio:
+
+        H_0 = a,  H_l = W_s^l H_{l-1} + F_l(H_{l-1}, v),
+        F_l(h, v) = tanh(W_2^l tanh(W_1^l h)) * tanh(W_4^l tanh(W_3^l v)).
+
+    Kim et al. use a linear shortcut W_s (identity shortcuts did worse, and here it also maps
+    `dim_a` to `out_dim`). One block by default: the paper found stacking does not help (Sec. 4.3).
+    """
+
+    def __init__(self, dim_a: int, dim_v: int, out_dim: int, blocks: int = 1) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.shortcut = nn.ModuleList()
+        self.audio_map = nn.ModuleList()
+        self.visual_map = nn.ModuleList()
+        for i in range(blocks):
+            d_in = dim_a if i == 0 else out_dim
+            self.shortcut.append(nn.Linear(d_in, out_dim, bias=False))  # W_s
+            self.audio_map.append(nn.Sequential(nn.Linear(d_in, out_dim), nn.Tanh(), nn.Linear(out_dim, out_dim), nn.Tanh()))
+            self.visual_map.append(nn.Sequential(nn.Linear(dim_v, out_dim), nn.Tanh(), nn.Linear(out_dim, out_dim), nn.Tanh()))
+
+    def forward(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        h = a
+        for shortcut, f_a, f_v in zip(self.shortcut, self.audio_map, self.visual_map):
+            h = shortcut(h) + f_a(h) * f_v(v)  # (..., out_dim)
+        return h
 
 
 @register_fusion("dmrn")
 class DMRN(nn.Module):
-    """Dual Multimodal Residual Network, one block (eqs. 5-6).
+    """Dual Multimodal Residual Network (eqs. 5-6), following the authors' `TBMRF_Net`.
 
-    h_a' = tanh(h_a + f(h_a, h_v)), h_v' = tanh(h_v + f(h_a, h_v)), joint = (h_a' + h_v') / 2,
-    with f the additive fusion f(h_a, h_v) = (U_a(h_a) + U_v(h_v)) / 2 and U_a, U_v two-layer
-    Linear-tanh-Linear transforms, as in the authors' `TBMRF_Net`.
+    f(h_a, h_v) = (U_a(h_a) + U_v(h_v)) / 2 (additive fusion, U = Linear-tanh-Linear),
+    h_a' = tanh(h_a + f), h_v' = tanh(h_v + f) (eqs. 5-6), joint h* = (h_a' + h_v') / 2.
+    Unlike MRN both branches are updated. Inputs of another size than `out_dim` are first
+    projected to it (the paper fuses equal-size LSTM outputs, where this is the identity).
+    `blocks` > 1 stacks blocks on the updated (h_a', h_v'); the paper uses one.
     """
 
-    def __init__(self, dim_a: int, dim_v: int, out_dim: int) -> None:
+    def __init__(self, dim_a: int, dim_v: int, out_dim: int, blocks: int = 1) -> None:
         super().__init__()
-        if dim_a != dim_v:
-            raise ValueError(f"DMRN needs equal audio/visual sizes, got {dim_a} and {dim_v}")
-        self.out_dim = dim_a
-        self.U_a = nn.Sequential(nn.Linear(dim_a, dim_a), nn.Tanh(), nn.Linear(dim_a, dim_a))
-        self.U_v = nn.Sequential(nn.Linear(dim_v, dim_v), nn.Tanh(), nn.Linear(dim_v, dim_v))
+        self.out_dim = out_dim
+        self.P_a = project(dim_a, out_dim)
+        self.P_v = project(dim_v, out_dim)
+        self.U_a = nn.ModuleList([_two_layer(out_dim) for _ in range(blocks)])
+        self.U_v = nn.ModuleList([_two_layer(out_dim) for _ in range(blocks)])
+
+    def branches(self, a: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The updated (h_a', h_v') after all blocks, each (..., out_dim)."""
+        h_a, h_v = self.P_a(a), self.P_v(v)
+        for U_a, U_v in zip(self.U_a, self.U_v):
+            merged = 0.5 * (U_a(h_a) + U_v(h_v))  # f(h_a, h_v)
+            h_a, h_v = torch.tanh(h_a + merged), torch.tanh(h_v + merged)  # eqs. 5, 6
+        return h_a, h_v
 
     def forward(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        merged = 0.5 * (self.U_a(a) + self.U_v(v))  # f(h_a, h_v), additive
-        a2 = torch.tanh(a + merged)  # eq. 5
-        v2 = torch.tanh(v + merged)  # eq. 6
-        return 0.5 * (a2 + v2)  # joint representation h*_t
+        h_a, h_v = self.branches(a, v)
+        return 0.5 * (h_a + h_v)  # joint representation h*_t
