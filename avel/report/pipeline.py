@@ -1,0 +1,290 @@
+"""`avel reproduce`: train and evaluate every table's cells over seeds, then write the report.
+
+Steps: open (or generate) the dataset; list the cells the chosen sections need; run one resumable
+job per cell and seed (avel.report.runner) plus one cross-modal job per seed for Table 3; draw the
+figures; build results.json; render report.md from it.
+
+The heavy parts (training, evaluation, Table 3, dataset generation) are reached through a
+`Backend`, so the orchestration and the report can be tested with fakes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avel.errors import AvelError
+from avel.io import write_json, write_text
+from avel.report import cells as C
+from avel.report.runner import Job, run_jobs
+
+RESULTS_FILE = "results.json"
+REPORT_FILE = "report.md"
+RUNS_DIR = "runs"
+FIGURES_DIR = "figures"
+DATA_DIR = "data"
+SYNTH_SEED = 0  # AVE-Synth generator seed (the data stay fixed across training seeds)
+
+# --quick: a smoke test of the whole pipeline that finishes in minutes on 2 CPU cores.
+DEFAULT_SEEDS = 3  # runs per cell of a full reproduction
+QUICK_VIDEOS = 280  # AVE-Synth rows (10 per category)
+QUICK_SEEDS = 2  # the smallest number that gives a standard deviation
+QUICK_MAX_EPOCHS = 8  # cap on training epochs per run
+ATTENTION_FIG_VIDEOS = 4  # rows of the attention-map grid (paper Figure 5 shows a grid of examples)
+
+
+@dataclass
+class Options:
+    """What `avel reproduce` was asked to do."""
+
+    out: Path  # report directory
+    data: Path | None = None  # dataset directory; None = generate AVE-Synth into out/data
+    seeds: int | None = None  # training runs per cell (seeds 0..seeds-1); None = DEFAULT_SEEDS (quick: QUICK_SEEDS)
+    quick: bool = False  # small AVE-Synth, QUICK_SEEDS seeds, at most QUICK_MAX_EPOCHS epochs
+    sections: tuple[str, ...] = C.SECTIONS  # which tables to produce (--only)
+    videos: int | None = None  # AVE-Synth size when generating; None = synth's full size (quick: QUICK_VIDEOS)
+    epochs: int | None = None  # override the training config's epoch cap
+    device: str = "cpu"
+    progress: bool = True
+
+
+@dataclass
+class Backend:
+    """The heavy operations, injectable for tests. Defaults call avel.data / avel.train / avel.crossmodal."""
+
+    open_dataset: Callable[[Path], Any] = field(default=None)  # type: ignore[assignment]
+    generate_synth: Callable[..., Path] = field(default=None)  # type: ignore[assignment]
+    make_train_config: Callable[..., Any] = field(default=None)  # type: ignore[assignment]
+    train: Callable[..., dict] = field(default=None)  # type: ignore[assignment]
+    evaluate: Callable[..., dict] = field(default=None)  # type: ignore[assignment]
+    run_table3: Callable[..., dict] = field(default=None)  # type: ignore[assignment]
+    figures: Callable[..., list[dict]] = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        defaults = {"open_dataset": _open_dataset, "generate_synth": _generate_synth,
+                    "make_train_config": _make_train_config, "train": _train, "evaluate": _evaluate,
+                    "run_table3": _run_table3, "figures": _figures}
+        for name, fn in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, fn)
+
+
+# --------------------------------------------------------------------------- default backend
+
+
+def _open_dataset(root: Path) -> Any:
+    from avel.data.dataset import AVEDataset
+
+    return AVEDataset.open(root)
+
+
+def _generate_synth(out: Path, videos: int, seed: int, progress: bool) -> Path:
+    from avel.data.synth import generate
+
+    return generate(out, videos=videos, seed=seed, audio_maps=True, progress=progress)
+
+
+def _make_train_config(seed: int, device: str, max_epochs: int | None) -> Any:
+    from avel.train.config import TrainConfig
+
+    cfg = TrainConfig()
+    changes: dict[str, Any] = {"seed": seed, "device": device}
+    if max_epochs is not None:
+        changes["epochs"] = min(max_epochs, cfg.epochs)
+    return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if hasattr(cfg, k)})
+
+
+def _train(dataset: Any, model_kwargs: dict, train_cfg: Any, run_dir: Path) -> dict:
+    from avel.models.registry import ModelConfig
+    from avel.train.trainer import train
+
+    return train(dataset, ModelConfig(**model_kwargs), train_cfg, run_dir, progress=False)
+
+
+def _evaluate(run_dir: Path, dataset: Any) -> dict:
+    from avel.train.evaluate import evaluate_run
+
+    return evaluate_run(run_dir, dataset=dataset, split="test")
+
+
+def _run_table3(dataset: Any, out_dir: Path, seed: int, quick: bool) -> dict:
+    from avel.crossmodal import run_table3
+
+    return run_table3(dataset, out_dir, seed=seed, progress=False, quick=quick)
+
+
+def _figures(**kwargs: Any) -> list[dict]:
+    from avel.report.draw import draw_figures
+
+    return draw_figures(**kwargs)
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def dataset_info(ds: Any, root: Path) -> dict[str, Any]:
+    """What results.json says about the data a reproduction ran on."""
+    splits = {s: int(len(ds.split(s))) for s in ("train", "val", "test")}
+    synthetic = bool(getattr(ds, "is_synthetic", False))
+    return {"name": "AVE-Synth" if synthetic else "AVE", "root": str(root), "synthetic": synthetic,
+            "videos": int(len(ds.catalog)), "splits": splits,
+            "audio_maps": getattr(ds, "audio_map", None) is not None}
+
+
+def data_fingerprint(ds: Any) -> str:
+    """A short hash of the labels and splits: cells trained on other data are not reused."""
+    h = hashlib.sha1()
+    h.update(np.ascontiguousarray(np.asarray(ds.mil_labels, dtype=np.float32)).tobytes())
+    for s in ("train", "val", "test"):
+        h.update(np.asarray(ds.split(s), dtype=np.int64).tobytes())
+    h.update(b"synth" if getattr(ds, "is_synthetic", False) else b"real")
+    return h.hexdigest()[:16]
+
+
+def prepare_data(opts: Options, backend: Backend) -> tuple[Any, Path]:
+    """Open --data, or generate AVE-Synth (with audio maps) into out/data, reusing a finished one."""
+    if opts.data is not None:
+        return backend.open_dataset(opts.data), opts.data
+    root = opts.out / DATA_DIR
+    videos = opts.videos or (QUICK_VIDEOS if opts.quick else _synth_full_size())
+    from avel.data.synth import read_marker
+
+    marker = read_marker(root) if root.is_dir() else None
+    if marker is not None and (marker.get("videos") != videos or not marker.get("audio_maps")):
+        raise AvelError(f"holds AVE-Synth with {marker.get('videos')} videos (audio maps: "
+                        f"{marker.get('audio_maps')}), this run needs {videos} with audio maps; "
+                        "use another --out or pass --videos to match", root)
+    if marker is None:
+        backend.generate_synth(root, videos=videos, seed=SYNTH_SEED, progress=opts.progress)
+    return backend.open_dataset(root), root
+
+
+def _synth_full_size() -> int:
+    from avel.data.synth import FULL_SIZE
+
+    return FULL_SIZE
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def cell_job(cell: C.Cell, seed: int, ds: Any, data_fp: str, opts: Options, backend: Backend) -> Job:
+    """One training + test-evaluation run of a cell."""
+    max_epochs = opts.epochs if opts.epochs is not None else (QUICK_MAX_EPOCHS if opts.quick else None)
+    train_cfg = backend.make_train_config(seed=seed, device=opts.device, max_epochs=max_epochs)
+    model_kwargs = cell.model_kwargs()
+    if cell.needs_audio_map:
+        model_kwargs["audio_map_shape"] = tuple(int(x) for x in ds.audio_map.shape[2:])
+    run_dir = opts.out / RUNS_DIR / cell.slug / f"seed{seed}"
+    fp = {"model": model_kwargs, "train": _as_dict(train_cfg), "data": data_fp}
+
+    def execute(run_dir: Path) -> dict[str, Any]:
+        trained = backend.train(ds, model_kwargs, train_cfg, run_dir) or {}
+        ev = backend.evaluate(run_dir, ds)
+        return run_record(trained, ev, run_dir, opts.out)
+
+    return Job(group=cell.key, seed=seed, label=f"{cell.key} (seed {seed})", run_dir=run_dir,
+               fingerprint=fp, execute=execute)
+
+
+def table3_job(seed: int, ds: Any, data_fp: str, opts: Options, backend: Backend) -> Job:
+    """One cross-modal (AVDLN + DCCA) training and evaluation for Table 3."""
+    run_dir = opts.out / RUNS_DIR / "table3" / f"seed{seed}"
+
+    def execute(run_dir: Path) -> dict[str, Any]:
+        res = backend.run_table3(ds, run_dir, seed=seed, quick=opts.quick)
+        return {k: res[k] for k in ("AVDLN", "DCCA", "chance", "evaluated", "skipped") if k in res}
+
+    return Job(group="table3", seed=seed, label=f"Table 3 AVDLN + DCCA (seed {seed})", run_dir=run_dir,
+               fingerprint={"table3": {"quick": opts.quick, "seed": seed}, "data": data_fp}, execute=execute)
+
+
+def _as_dict(cfg: Any) -> dict:
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.asdict(cfg)
+    return dict(cfg)
+
+
+def _float(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def run_record(trained: dict, ev: dict, run_dir: Path, out: Path) -> dict[str, Any]:
+    """The per-run record kept by the runner: test accuracy, per-category accuracy, attention hit rate."""
+    per_class = ev.get("per_class")
+    if isinstance(per_class, dict):  # {name: pct} in class order
+        per_class = list(per_class.values())
+    att = ev.get("attention") or {}
+    return {
+        "accuracy": float(ev["accuracy"]),
+        "per_class": None if per_class is None else [None if v is None else float(v) for v in per_class][:28],
+        "val_accuracy": _float(trained.get("best_val_accuracy", trained.get("val_accuracy"))),
+        "epochs": trained.get("epochs", trained.get("best_epoch")),
+        "attention_hit_rate": _float(ev.get("attention_hit_rate", att.get("hit_rate"))),
+        "attention_chance": _float(ev.get("attention_chance", att.get("chance"))),
+        "run_dir": str(run_dir.relative_to(out)),
+    }
+
+
+# --------------------------------------------------------------------------- the whole reproduction
+
+
+def reproduce(opts: Options, backend: Backend | None = None) -> dict[str, Any]:
+    """Run (or resume) the reproduction; write results.json and report.md; return the results."""
+    from avel.report.markdown import render_report
+    from avel.report.results import build_results
+
+    backend = backend or Backend()
+    t0 = time.perf_counter()
+    unknown = [s for s in opts.sections if s not in C.SECTIONS]
+    if unknown:
+        raise AvelError(f"unknown section(s) {', '.join(unknown)}; valid: {', '.join(C.SECTIONS)}")
+    n_seeds = opts.seeds if opts.seeds is not None else (QUICK_SEEDS if opts.quick else DEFAULT_SEEDS)
+    if n_seeds < 1:
+        raise AvelError(f"--seeds must be at least 1, got {n_seeds}")
+    seeds = list(range(n_seeds))
+    opts.out.mkdir(parents=True, exist_ok=True)
+    ds, root = prepare_data(opts, backend)
+    info = dataset_info(ds, root)
+    fp = data_fingerprint(ds)
+    cells = C.cells_for(opts.sections, audio_maps=info["audio_maps"])
+
+    jobs = [cell_job(c, s, ds, fp, opts, backend) for c in cells for s in seeds]
+    if "table3" in opts.sections:
+        jobs += [table3_job(s, ds, fp, opts, backend) for s in seeds]
+    stats = run_jobs(jobs, progress=opts.progress)
+
+    summaries_for_figs = {c.key: stats.records.get(c.key, []) for c in cells}
+    figures = backend.figures(out=opts.out, dataset=ds, cells=cells, records=summaries_for_figs)
+    train_settings = {k: v for k, v in _as_dict(jobs[0].fingerprint["train"]).items() if k != "seed"} \
+        if jobs and "train" in jobs[0].fingerprint else {}
+    results = build_results(
+        dataset=info,
+        settings={"seeds": seeds, "quick": opts.quick, "sections": list(opts.sections), "train": train_settings,
+                  "selection": "validation", "device": opts.device},
+        sections=opts.sections, cells=cells, cell_runs=stats.records,
+        table3_runs=stats.records.get("table3"), figures=figures,
+        timing={"wall_seconds": time.perf_counter() - t0, "runs_trained": stats.trained,
+                "runs_reused": stats.reused, "train_seconds": stats.seconds},
+    )
+    write_json(opts.out / RESULTS_FILE, results)
+    write_text(opts.out / REPORT_FILE, render_report(results))
+    return results
+
+
+def parse_sections(text: str | None) -> tuple[str, ...]:
+    """`--only table1,table2` -> the sections in report order."""
+    if not text:
+        return C.SECTIONS
+    want = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in want if s not in C.SECTIONS]
+    if unknown:
+        raise AvelError(f"--only: unknown section(s) {', '.join(unknown)}; valid: {', '.join(C.SECTIONS)}")
+    return tuple(s for s in C.SECTIONS if s in want)

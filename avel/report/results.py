@@ -1,0 +1,239 @@
+"""results.json: every measured number of a reproduction, beside the paper's, in one document.
+
+`build_results` turns per-seed run records into the document; `avel.report.markdown.render_report`
+turns the document into report.md and reads nothing else, so no number in the report is typed by
+hand. Each table entry is already resolved to one of:
+
+- measured: `{"mean": m, "std": s, "n": seeds, "cell": key}` (std = sample standard deviation
+  over seeds, ddof=1; 0.0 with a single seed and shown without "±");
+- published: `{"paper": value}`;
+- absent: `{"missing": "why"}` (not run, not available), or `null` where the paper prints "-".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from avel import __version__
+from avel.data.catalog import SHORT_NAMES
+from avel.report import cells as C
+from avel.report import paper
+
+FORMAT = "avel-reproduce/1"
+NOT_RUN = {"missing": "not run"}
+NO_AUDIO_MAPS = "not available: the dataset has no audio maps"
+
+
+def summarize(values: Sequence[float | None]) -> dict[str, Any] | None:
+    """Mean and sample standard deviation (ddof=1) of the finite values; None when there are none."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not xs:
+        return None
+    mean = sum(xs) / len(xs)
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return {"mean": mean, "std": std, "n": len(xs)}
+
+
+def summarize_cell(cell: C.Cell, runs: list[dict]) -> dict[str, Any]:
+    """Aggregate one cell's per-seed run records (see avel.report.runner) over seeds."""
+    runs = sorted(runs, key=lambda r: r["seed"])
+    acc = summarize([r["accuracy"] for r in runs])
+    num_cls = max((len(r.get("per_class") or []) for r in runs), default=0)
+    per_class = [summarize([(r.get("per_class") or [None] * num_cls)[k] for r in runs]) for k in range(num_cls)]
+    hits = [r.get("attention_hit_rate") for r in runs]
+    attention = None
+    if any(h is not None for h in hits):
+        attention = summarize(hits)
+        attention["chance"] = next(r["attention_chance"] for r in runs if r.get("attention_hit_rate") is not None)
+    return {
+        "label": cell.key,
+        "model": cell.model_kwargs(),
+        "seeds": [r["seed"] for r in runs],
+        "accuracy": [r["accuracy"] for r in runs],
+        "val_accuracy": [r.get("val_accuracy") for r in runs],
+        "epochs": [r.get("epochs") for r in runs],
+        "seconds": [r.get("seconds") for r in runs],
+        "summary": acc,
+        "per_class": per_class,
+        "attention_hit_rate": attention,
+        "run_dirs": [r.get("run_dir") for r in runs],
+    }
+
+
+def _measured(cells: dict[str, dict], key: str, category: int | None = None) -> dict | None:
+    if key not in cells:
+        return dict(NOT_RUN)
+    s = cells[key]["summary"] if category is None else (cells[key]["per_class"] or [None] * (category + 1))[category]
+    return dict(NOT_RUN) if s is None else {**s, "cell": key}
+
+
+def _paper(value: float | None) -> dict | None:
+    return None if value is None else {"paper": value}
+
+
+def _table1(cells: dict[str, dict], ctx: dict) -> dict:
+    rows = []
+    for weak in (False, True):
+        for m in C.TABLE1_MODELS:
+            key = C.table1_cell(m, weak).key
+            rows.append({"label": key, "entries": [_measured(cells, key), _paper(paper.TABLE1[key])]})
+    return {"title": "Table 1: supervised and weakly-supervised event localization",
+            "caption": "Overall segment accuracy (%) on the test split. Audio-visual models fuse by "
+                       "concatenating the LSTM outputs; W- models are trained from video-level labels (MIL).",
+            "header": ["Model", "avel", "paper"], "rows": rows}
+
+
+def _table2(cells: dict[str, dict], ctx: dict) -> dict:
+    by = {(stage, method): cell.key for stage, method, cell in C.table2_entries()}
+    rows = []
+    for method in paper.TABLE2_METHODS:
+        entries = []
+        for stage in paper.TABLE2_STAGES:
+            key = by.get((stage, method))
+            entries += [None, None] if key is None else [_measured(cells, key), _paper(paper.TABLE2[stage][method])]
+        rows.append({"label": method, "entries": entries})
+    header = ["Method"] + [f"{s} {w}" for s in paper.TABLE2_STAGES for w in ("avel", "paper")]
+    return {"title": "Table 2: fusion methods x early / late / decision fusion",
+            "caption": "Overall segment accuracy (%). Every method fuses the audio feature with the "
+                       "audio-guided attended visual feature (the A+V-att network); late Concat is Table 1's "
+                       "A+V-att; DMRFE exists only as late fusion.",
+            "header": header, "rows": rows}
+
+
+def _supp_table1(cells: dict[str, dict], ctx: dict) -> dict:
+    ours = ["A", "V", "A+V", "A+V-att"]
+    published = {"A": "A", "V": "Vs", "A+V": "AVs"}  # our model -> supplement row
+    rows = []
+    for k, name in enumerate(SHORT_NAMES):
+        entries = []
+        for m in ours:
+            entries.append(_measured(cells, m, k))
+            if m in published:
+                entries.append(_paper(paper.SUPP_TABLE1[published[m]][k]))
+        rows.append({"label": name, "entries": entries})
+    header = ["Category", "A avel", "A paper", "V avel", "Vs paper", "A+V avel", "AVs paper", "A+V-att avel"]
+    return {"title": "Supplement Table 1: per-category accuracy",
+            "caption": "Segment accuracy (%) of each event category on the test split. The supplement's Vs is "
+                       "the V model; its AVs (overall 71.4) is A+V. The supplement has no per-category A+V-att row.",
+            "header": header, "rows": rows}
+
+
+def _supp_table3(cells: dict[str, dict], ctx: dict) -> dict:
+    rows = []
+    for m in C.SUPP3_MODELS:
+        measured = ({"missing": NO_AUDIO_MAPS} if m in C.AUDIO_MAP_MODELS and not ctx["audio_maps"]
+                    else _measured(cells, m))
+        rows.append({"label": m, "entries": [measured, _paper(paper.SUPP_TABLE3[m])]})
+    return {"title": "Supplement Table 3: attention variants",
+            "caption": "Overall accuracy (%). A' models read a spatial audio map (the supplement uses VGGish's "
+                       "last pooling layer); A'-att uses visual-guided audio attention, A'+V-co-att both attentions.",
+            "header": ["Model", "avel", "paper"], "rows": rows}
+
+
+def _edtcn(cells: dict[str, dict], ctx: dict) -> dict:
+    rows = [{"label": "ED-TCN", "entries": [_measured(cells, "ED-TCN"), _paper(paper.EDTCN)]},
+            {"label": "V", "entries": [_measured(cells, "V"), _paper(paper.TABLE1["V"])]}]
+    return {"title": "ED-TCN baseline (Section 6.3)",
+            "caption": "Overall accuracy (%) of the encoder-decoder temporal convolutional network on the V "
+                       "features, beside the V model on the same features.",
+            "header": ["Model", "avel", "paper"], "rows": rows}
+
+
+def _table3(cells: dict[str, dict], ctx: dict) -> dict:
+    runs = ctx.get("table3_runs") or []
+    rows = []
+    for method in ("AVDLN", "DCCA"):
+        entries = []
+        for task in ("A2V", "V2A"):
+            s = summarize([r[method][task] for r in runs]) if runs else None
+            entries += [dict(NOT_RUN) if s is None else s, _paper(paper.TABLE3[method][task])]
+        rows.append({"label": method, "entries": entries})
+    if runs and all("chance" in r for r in runs):
+        chance = [summarize([r["chance"][t] for r in runs]) for t in ("A2V", "V2A")]
+        rows.append({"label": "chance", "entries": [chance[0], None, chance[1], None]})
+    caption = "Exact-match accuracy (%) on the cross-modality test split."
+    if runs:
+        caption += (f" {runs[0].get('evaluated', '?')} test videos evaluated, "
+                    f"{runs[0].get('skipped', '?')} skipped (no short event).")
+    return {"title": "Table 3: cross-modality localization", "caption": caption,
+            "header": ["Method", "A2V avel", "A2V paper", "V2A avel", "V2A paper"], "rows": rows}
+
+
+TABLE_BUILDERS: dict[str, Callable[[dict, dict], dict]] = {
+    "table1": _table1, "table2": _table2, "supp_table1": _supp_table1,
+    "supp_table3": _supp_table3, "edtcn": _edtcn, "table3": _table3,
+}
+
+
+# The paper's orderings between two entries ("left beats right"), checked on every reproduction.
+# Each held in the paper (Tables 1-2 and Section 6.3).
+CLAIMS: tuple[tuple[str, str], ...] = (
+    ("A", "V"), ("A+V", "A"), ("A+V", "V"), ("V-att", "V"), ("A+V-att", "A+V"),
+    ("A+V-att", "A"), ("A+V-att", "V"), ("W-A+V", "W-A"), ("W-A+V", "W-V"), ("W-V-att", "W-V"),
+    ("A", "W-A"), ("V", "W-V"), ("V-att", "W-V-att"), ("A+V", "W-A+V"), ("A+V-att", "W-A+V-att"),
+    ("A+V-att dmrn late", "A+V-att"), ("DMRFE", "A+V-att dmrn late"), ("V", "ED-TCN"),
+)
+
+
+def _published(key: str) -> float | None:
+    """The paper's overall accuracy for a cell key, wherever the paper prints it."""
+    if key in paper.TABLE1:
+        return paper.TABLE1[key]
+    if key == C.EDTCN_CELL.key:
+        return paper.EDTCN
+    for stage, method, cell in C.table2_entries():
+        if cell.key == key:
+            return paper.TABLE2[stage][method]
+    return paper.SUPP_TABLE3.get(key)
+
+
+def claim_rows(cells: dict[str, dict]) -> list[dict]:
+    """For each of the paper's orderings whose two cells both ran: does it hold here?"""
+    out = []
+    for left, right in CLAIMS:
+        if left in cells and right in cells and cells[left]["summary"] and cells[right]["summary"]:
+            a, b = cells[left]["summary"], cells[right]["summary"]
+            out.append({"left": left, "right": right, "avel": [a, b],
+                        "paper": [_published(left), _published(right)], "holds": a["mean"] > b["mean"]})
+    return out
+
+
+def attention_rows(cells: dict[str, dict]) -> list[dict]:
+    """Attention hit rate vs chance for every cell that measured one (AVE-Synth only)."""
+    out = []
+    for key, c in cells.items():
+        a = c.get("attention_hit_rate")
+        if a is not None:
+            out.append({"label": key, "hit_rate": {k: a[k] for k in ("mean", "std", "n")}, "chance": a["chance"]})
+    return out
+
+
+def build_results(
+    *,
+    dataset: dict[str, Any],
+    settings: dict[str, Any],
+    sections: Sequence[str],
+    cells: Sequence[C.Cell],
+    cell_runs: dict[str, list[dict]],
+    table3_runs: list[dict] | None = None,
+    figures: Sequence[dict] = (),
+    timing: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The results.json document. `cell_runs[key]` holds one record per finished seed."""
+    summaries = {c.key: summarize_cell(c, cell_runs[c.key]) for c in cells if cell_runs.get(c.key)}
+    ctx = {"audio_maps": bool(dataset.get("audio_maps")), "table3_runs": table3_runs}
+    return {
+        "format": FORMAT,
+        "avel_version": __version__,
+        "dataset": dict(dataset),
+        "settings": dict(settings),
+        "timing": dict(timing or {}),
+        "sections": list(sections),
+        "cells": summaries,
+        "tables": {s: TABLE_BUILDERS[s](summaries, ctx) for s in sections},
+        "claims": claim_rows(summaries),
+        "attention": attention_rows(summaries),
+        "figures": list(figures),
+    }
