@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="small AVE-Synth, 2 seeds, few epochs: the whole pipeline in minutes on a laptop CPU")
     p.add_argument("--only", default=None, metavar="SECTIONS",
                    help="comma-separated subset of: table1, table2, supp_table1, supp_table3, edtcn, table3")
+    p.add_argument("--cells", default=None, metavar="KEYS",
+                   help="comma-separated cells to train, as the report names them (e.g. 'A,V-att,A+V-att gmu early')")
     p.add_argument("--videos", type=int, default=None,
                    help="AVE-Synth size when generating (default 4143, the release's; --quick: 280)")
     p.add_argument("--epochs", type=int, default=None, help="cap on training epochs per run")
@@ -32,7 +34,9 @@ def _reproduce(args: argparse.Namespace) -> int:
     from avel.report.pipeline import REPORT_FILE, RESULTS_FILE, Options, parse_sections, reproduce
 
     opts = Options(out=args.out, data=args.data, seeds=args.seeds, quick=args.quick,
-                   sections=parse_sections(args.only), videos=args.videos, epochs=args.epochs,
+                   sections=parse_sections(args.only),
+                   cells=None if args.cells is None else tuple(k.strip() for k in args.cells.split(",") if k.strip()),
+                   videos=args.videos, epochs=args.epochs,
                    device=args.device, progress=not args.quiet)
     results = reproduce(opts)
     t = results["timing"]

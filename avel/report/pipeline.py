@@ -49,6 +49,7 @@ class Options:
     seeds: int | None = None  # training runs per cell (seeds 0..seeds-1); None = DEFAULT_SEEDS (quick: QUICK_SEEDS)
     quick: bool = False  # small AVE-Synth, QUICK_SEEDS seeds, at most QUICK_MAX_EPOCHS epochs
     sections: tuple[str, ...] = C.SECTIONS  # which tables to produce (--only)
+    cells: tuple[str, ...] | None = None  # restrict training to these cell keys (--cells); None = all
     videos: int | None = None  # AVE-Synth size when generating; None = synth's full size (quick: QUICK_VIDEOS)
     epochs: int | None = None  # override the training config's epoch cap
     device: str = "cpu"
@@ -254,7 +255,7 @@ def reproduce(opts: Options, backend: Backend | None = None) -> dict[str, Any]:
     ds, root = prepare_data(opts, backend)
     info = dataset_info(ds, root)
     fp = data_fingerprint(ds)
-    cells = C.cells_for(opts.sections, audio_maps=info["audio_maps"])
+    cells = select_cells(C.cells_for(opts.sections, audio_maps=info["audio_maps"]), opts.cells)
 
     jobs = [cell_job(c, s, ds, fp, opts, backend) for c in cells for s in seeds]
     if "table3" in opts.sections:
@@ -277,6 +278,18 @@ def reproduce(opts: Options, backend: Backend | None = None) -> dict[str, Any]:
     write_json(opts.out / RESULTS_FILE, results)
     write_text(opts.out / REPORT_FILE, render_report(results))
     return results
+
+
+def select_cells(cells: list[C.Cell], keys: Sequence[str] | None) -> list[C.Cell]:
+    """The cells named by --cells (all when None); unknown names are an error listing the valid ones."""
+    if keys is None:
+        return cells
+    valid = {c.key: c for c in cells}
+    unknown = [k for k in keys if k not in valid]
+    if unknown:
+        raise AvelError(f"--cells: unknown cell(s) {', '.join(map(repr, unknown))} for the chosen sections; "
+                        f"valid: {', '.join(valid)}")
+    return [c for c in cells if c.key in set(keys)]
 
 
 def parse_sections(text: str | None) -> tuple[str, ...]:

@@ -1,0 +1,176 @@
+"""`avel reproduce`: resumable cell runner (with a fake trainer), CLI errors, and a tiny real run."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avel.cli import main
+from avel.report import cells as C
+from avel.report.pipeline import Backend, Options, reproduce
+from avel.report.runner import Job, _Eta, run_jobs
+
+
+class FakeDataset:
+    """The attributes of AVEDataset that the pipeline reads."""
+
+    is_synthetic = True
+
+    def __init__(self, n: int = 56, audio_maps: bool = True) -> None:
+        self.catalog = [None] * n
+        self.mil_labels = np.eye(29, dtype=np.float32)[np.arange(n) % 28]
+        self.audio_map = np.zeros((n, 10, 6, 4, 8), np.float32) if audio_maps else None
+        self._splits = {"train": np.arange(0, 40), "val": np.arange(40, 48), "test": np.arange(48, n)}
+
+    def split(self, name: str) -> np.ndarray:
+        return self._splits[name]
+
+
+def fake_accuracy(model_kwargs: dict, seed: int) -> float:
+    """A deterministic 'test accuracy' per configuration and seed."""
+    return 50.0 + (sum(map(ord, json.dumps(model_kwargs, sort_keys=True))) % 30) + seed
+
+
+class FakeBackend:
+    """Counts calls; `fail_at` raises KeyboardInterrupt at that training call (an interrupted run)."""
+
+    def __init__(self, fail_at: int | None = None, audio_maps: bool = True) -> None:
+        self.trained: list[tuple[str, int]] = []  # (cell slug, seed) per finished training
+        self.fail_at = fail_at
+        self.audio_maps = audio_maps
+        self.table3_calls = 0
+
+    def backend(self) -> Backend:
+        return Backend(open_dataset=lambda root: FakeDataset(audio_maps=self.audio_maps),
+                       generate_synth=None, make_train_config=self.make_train_config, train=self.train,
+                       evaluate=self.evaluate, run_table3=self.run_table3, figures=lambda **kw: [])
+
+    @staticmethod
+    def make_train_config(seed: int, device: str, max_epochs: int | None) -> dict:
+        return {"seed": seed, "device": device, "epochs": 30 if max_epochs is None else max_epochs}
+
+    def train(self, ds, model_kwargs, train_cfg, run_dir: Path) -> dict:
+        assert not run_dir.exists(), "the runner must hand over a clean run directory"
+        run_dir.mkdir(parents=True)
+        (run_dir / "weights.safetensors").write_bytes(b"partial")
+        if self.fail_at is not None and len(self.trained) == self.fail_at:
+            raise KeyboardInterrupt
+        self.trained.append((run_dir.parent.name, train_cfg["seed"]))  # (cell slug, seed)
+        (run_dir / "model.json").write_text(json.dumps(model_kwargs))
+        return {"best_val_accuracy": 40.0, "epochs": 3}
+
+    @staticmethod
+    def evaluate(run_dir: Path, ds) -> dict:
+        kwargs = json.loads((run_dir / "model.json").read_text())
+        seed = int(run_dir.name.removeprefix("seed"))
+        acc = fake_accuracy(kwargs, seed)
+        out = {"accuracy": acc, "per_class": {f"c{k}": acc for k in range(28)}}
+        if "att" in kwargs["name"]:
+            out.update(attention_hit_rate=90.0 + seed, attention_chance=100 / 49)
+        return out
+
+    def run_table3(self, ds, out_dir: Path, seed: int, quick: bool) -> dict:
+        self.table3_calls += 1
+        return {"AVDLN": {"A2V": 40.0 + seed, "V2A": 30.0}, "DCCA": {"A2V": 20.0, "V2A": 20.0 + 2 * seed},
+                "chance": {"A2V": 12.5, "V2A": 12.5}, "evaluated": 8, "skipped": 0}
+
+
+def _opts(tmp_path, **kw) -> Options:
+    base = dict(out=tmp_path / "report", data=tmp_path / "data", seeds=2, sections=("table1", "table3"),
+                progress=False)
+    base.update(kw)
+    return Options(**base)
+
+
+def test_second_run_reuses_every_cell(tmp_path):
+    fake = FakeBackend()
+    res1 = reproduce(_opts(tmp_path), fake.backend())
+    assert len(fake.trained) == 10 * 2 and fake.table3_calls == 2
+    assert res1["timing"]["runs_trained"] == 22 and res1["timing"]["runs_reused"] == 0
+    # mean/std over the two seeds, by hand: fake accuracies differ by exactly 1 between seeds.
+    a = fake_accuracy({"name": "A", "weak": False}, 0)
+    assert res1["cells"]["A"]["summary"] == {"mean": a + 0.5, "std": pytest.approx(np.sqrt(0.5)), "n": 2}
+    assert res1["tables"]["table3"]["rows"][0]["entries"][0]["mean"] == 40.5
+    assert res1["cells"]["A+V-att"]["attention_hit_rate"]["mean"] == 90.5
+
+    fake2 = FakeBackend()
+    res2 = reproduce(_opts(tmp_path), fake2.backend())
+    assert fake2.trained == [] and fake2.table3_calls == 0
+    assert res2["timing"]["runs_reused"] == 22
+    assert res2["cells"] == res1["cells"] and res2["tables"] == res1["tables"]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert report.count("not run") == 0  # every Table 1 / Table 3 entry filled
+    assert json.loads((tmp_path / "report" / "results.json").read_text())["cells"] == res1["cells"]
+
+
+def test_interrupted_run_continues_where_it_stopped(tmp_path):
+    fake = FakeBackend(fail_at=5)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(_opts(tmp_path, sections=("table1",)), fake.backend())
+    done = list(fake.trained)
+    assert len(done) == 5
+    assert not (tmp_path / "report" / "results.json").exists()  # nothing half-written
+    fake2 = FakeBackend()
+    reproduce(_opts(tmp_path, sections=("table1",)), fake2.backend())  # train() asserts a clean run dir
+    assert len(fake2.trained) == 20 - 5 and not set(fake2.trained) & set(done)
+
+
+def test_changed_settings_retrain_only_what_they_affect(tmp_path):
+    reproduce(_opts(tmp_path, sections=("table1",)), FakeBackend().backend())
+    more_seeds = FakeBackend()
+    reproduce(_opts(tmp_path, sections=("table1",), seeds=3), more_seeds.backend())
+    assert sorted(more_seeds.trained) == sorted((c.slug, 2) for c in C.cells_for(["table1"], True))
+    fewer_epochs = FakeBackend()
+    reproduce(_opts(tmp_path, sections=("table1",), epochs=1), fewer_epochs.backend())
+    assert len(fewer_epochs.trained) == 10 * 2  # a different training config is a different run
+
+
+def test_only_and_cells_and_missing_audio_maps(tmp_path):
+    fake = FakeBackend(audio_maps=False)
+    res = reproduce(_opts(tmp_path, sections=("supp_table3", "edtcn"), seeds=1), fake.backend())
+    assert sorted(m for m, _ in fake.trained) == ["ED-TCN", "V", "V-att"]  # cell slugs  # no A' models without audio maps
+    rows = {r["label"]: r["entries"][0] for r in res["tables"]["supp_table3"]["rows"]}
+    assert rows["A'"] == {"missing": "not available: the dataset has no audio maps"}
+    fake = FakeBackend()
+    res = reproduce(_opts(tmp_path / "b", sections=("table2",), seeds=1, cells=("DMRFE", "A+V-att gmu early")),
+                    fake.backend())
+    assert sorted(fake.trained) == [("A+V-att_gmu_early", 0), ("DMRFE", 0)]
+    assert set(res["cells"]) == {"DMRFE", "A+V-att gmu early"}
+
+
+def test_cli_bad_section_and_cell_are_one_line_errors(tmp_path, capsys):
+    assert main(["reproduce", "--out", str(tmp_path), "--only", "table9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "table9" in err[0] and "table1" in err[0]
+
+
+def test_eta_uses_same_cell_time_then_the_mean(tmp_path):
+    eta = _Eta()
+    jobs = [Job(g, 0, g, tmp_path / g, {}, lambda d: {}) for g in ("a", "b", "c")]
+    eta.pending = jobs
+    assert eta.remaining() is None  # nothing measured yet
+    eta.add("a", 10.0)
+    eta.add("x", 20.0)
+    assert eta.remaining() == pytest.approx(10.0 + 15.0 + 15.0)  # a: own time; b, c: mean of all
+    eta.current_start = time.monotonic() - 4.0
+    assert eta.remaining() == pytest.approx(36.0, abs=0.5)  # 4 s into job a
+
+
+def test_run_jobs_rejects_stale_and_corrupt_records(tmp_path):
+    calls = []
+
+    def job(fp):
+        return Job("g", 0, "g", tmp_path / "g" / "seed0", fp, lambda d: calls.append(d) or {"accuracy": 1.0})
+
+    run_jobs([job({"v": 1})], progress=False)
+    run_jobs([job({"v": 1})], progress=False)
+    assert len(calls) == 1
+    (tmp_path / "g" / "seed0.json").write_text("{truncated")
+    stats = run_jobs([job({"v": 1})], progress=False)
+    assert len(calls) == 2 and stats.trained == 1
+    run_jobs([job({"v": 2})], progress=False)
+    assert len(calls) == 3
