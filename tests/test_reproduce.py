@@ -54,8 +54,7 @@ class FakeBackend:
         return {"seed": seed, "device": device, "epochs": 30 if max_epochs is None else max_epochs}
 
     def train(self, ds, model_kwargs, train_cfg, run_dir: Path) -> dict:
-        assert not run_dir.exists(), "the runner must hand over a clean run directory"
-        run_dir.mkdir(parents=True)
+        assert run_dir.is_dir() and not any(run_dir.iterdir()), "the runner must hand over a clean run directory"
         (run_dir / "weights.safetensors").write_bytes(b"partial")
         if self.fail_at is not None and len(self.trained) == self.fail_at:
             raise KeyboardInterrupt
@@ -73,7 +72,7 @@ class FakeBackend:
             out.update(attention_hit_rate=90.0 + seed, attention_chance=100 / 49)
         return out
 
-    def run_table3(self, ds, out_dir: Path, seed: int, quick: bool) -> dict:
+    def run_table3(self, ds, out_dir: Path, seed: int, quick: bool, device: str) -> dict:
         self.table3_calls += 1
         return {"AVDLN": {"A2V": 40.0 + seed, "V2A": 30.0}, "DCCA": {"A2V": 20.0, "V2A": 20.0 + 2 * seed},
                 "chance": {"A2V": 12.5, "V2A": 12.5}, "evaluated": 8, "skipped": 0}

@@ -115,10 +115,10 @@ def _evaluate(run_dir: Path, dataset: Any) -> dict:
     return evaluate_run(run_dir, dataset=dataset, split="test")
 
 
-def _run_table3(dataset: Any, out_dir: Path, seed: int, quick: bool) -> dict:
+def _run_table3(dataset: Any, out_dir: Path, seed: int, quick: bool, device: str) -> dict:
     from avel.crossmodal import run_table3
 
-    return run_table3(dataset, out_dir, seed=seed, progress=False, quick=quick)
+    return run_table3(dataset, out_dir, seed=seed, progress=False, quick=quick, device=device)
 
 
 def _figures(**kwargs: Any) -> list[dict]:
@@ -200,11 +200,12 @@ def table3_job(seed: int, ds: Any, data_fp: str, opts: Options, backend: Backend
     run_dir = opts.out / RUNS_DIR / "table3" / f"seed{seed}"
 
     def execute(run_dir: Path) -> dict[str, Any]:
-        res = backend.run_table3(ds, run_dir, seed=seed, quick=opts.quick)
+        res = backend.run_table3(ds, run_dir, seed=seed, quick=opts.quick, device=opts.device)
         return {k: res[k] for k in ("AVDLN", "DCCA", "chance", "evaluated", "skipped") if k in res}
 
     return Job(group="table3", seed=seed, label=f"Table 3 AVDLN + DCCA (seed {seed})", run_dir=run_dir,
-               fingerprint={"table3": {"quick": opts.quick, "seed": seed}, "data": data_fp}, execute=execute)
+               fingerprint={"table3": {"quick": opts.quick, "seed": seed}, "data": data_fp}, execute=execute,
+               resumes=True)
 
 
 def _as_dict(cfg: Any) -> dict:

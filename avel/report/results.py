@@ -156,7 +156,7 @@ def _table3(cells: dict[str, dict], ctx: dict) -> dict:
     caption = "Exact-match accuracy (%) on the cross-modality test split."
     if runs:
         caption += (f" {runs[0].get('evaluated', '?')} test videos evaluated, "
-                    f"{runs[0].get('skipped', '?')} skipped (no short event).")
+                    f"{runs[0].get('skipped', '?')} skipped.")
     return {"title": "Table 3: cross-modality localization", "caption": caption,
             "header": ["Method", "A2V avel", "A2V paper", "V2A avel", "V2A paper"], "rows": rows}
 

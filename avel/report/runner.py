@@ -38,6 +38,7 @@ class Job:
     run_dir: Path  # where the work writes its files
     fingerprint: dict[str, Any]  # everything the result depends on; a mismatch means re-run
     execute: Callable[[Path], dict[str, Any]]  # run_dir -> record (measured values)
+    resumes: bool = False  # the work resumes its own interrupted run_dir (else it is cleared first)
 
     @property
     def record_path(self) -> Path:
@@ -148,11 +149,18 @@ def run_jobs(jobs: Sequence[Job], *, progress: bool = True, console: Console | N
 
 def execute_job(job: Job) -> dict[str, Any]:
     """Run one job from a clean run directory and write its record atomically."""
-    if job.run_dir.exists():
+    if job.run_dir.exists() and not (job.resumes and _fingerprint_file(job).is_file()
+                                     and json.loads(_fingerprint_file(job).read_text()) == _jsonable(job.fingerprint)):
         shutil.rmtree(job.run_dir)  # half-written or stale: start over
-    job.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    if job.resumes:
+        write_json(_fingerprint_file(job), job.fingerprint)  # lets a resumed run check it is the same job
     t0 = time.perf_counter()
     rec = dict(job.execute(job.run_dir))
     rec.update(seed=job.seed, seconds=time.perf_counter() - t0, fingerprint=_jsonable(job.fingerprint))
     write_json(job.record_path, rec)
     return rec
+
+
+def _fingerprint_file(job: Job) -> Path:
+    return job.run_dir / "avel_job.json"
