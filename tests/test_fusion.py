@@ -23,7 +23,7 @@ def _one_thread():
 
 # (dim_a, dim_v, out_dim) of the three settings the paper compares:
 STAGE_SIZES = {
-    "early": (128, 512, 256),  # VGGish audio + attended VGG-19 visual, before the LSTMs
+    "early": (128, 512, 512),  # VGGish audio + attended VGG-19 visual, before the LSTMs (joint: 512)
     "late": (256, 256, 256),  # two BiLSTM outputs (2 x 128 hidden)
     "decision": (29, 29, 29),  # two class-score vectors, just before the softmax
 }
@@ -190,3 +190,46 @@ def test_every_fusion_at_every_stage(name: str, stage: str):
     # works on a single vector and with T != 10
     assert f(torch.randn(dim_a), torch.randn(dim_v)).shape == (f.out_dim,)
     assert f(torch.randn(1, 3, dim_a), torch.randn(1, 3, dim_v)).shape == (1, 3, f.out_dim)
+
+
+# --- DMRFE (late fusion only): average ensemble of DMRN blocks -------------------------------------
+
+SMALL = dict(hidden=8, attention_dim=12, visual_dim=20, visual_grid=2, audio_dim=6)
+
+
+def _dmrfe_batch(T: int = 5) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {"audio": torch.rand(2, T, 6, generator=g), "visual": torch.rand(2, T, 2, 2, 20, generator=g)}
+
+
+def test_dmrfe_averages_the_blocks_probabilities():
+    from avel.models.registry import ModelConfig, create_model, model_spec
+
+    assert model_spec("DMRFE").inputs == ("audio", "visual")
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(name="DMRFE", **SMALL)).eval()
+    assert len(model.blocks) == 2 and all(isinstance(b, FUSIONS["dmrn"]) for b in model.blocks)
+    batch = _dmrfe_batch()
+    out = model(**batch)
+    # independent recomputation: shared attention + LSTMs, each block -> head -> softmax, then mean
+    v_att, w = model.attention(batch["audio"], batch["visual"])
+    h_a, h_v = model.temporal_a(batch["audio"]), model.temporal_v(v_att)
+    p = [torch.softmax(head(block(h_a, h_v)), -1) for block, head in zip(model.blocks, model.heads)]
+    mean = 0.5 * (p[0] + p[1])
+    assert torch.allclose(out.probs, mean, atol=1e-6)
+    assert torch.allclose(out.logits, mean.log(), atol=1e-5)
+    assert torch.allclose(torch.softmax(out.logits, -1), out.probs, atol=1e-6)  # logits are log-probs
+    assert torch.allclose(out.attention, w) and out.attention.shape == (2, 5, 4)
+    assert not torch.allclose(p[0], p[1])  # two separately parameterised blocks
+
+
+def test_dmrfe_is_late_dmrn_only():
+    from avel.models.registry import ModelConfig, create_model
+
+    create_model(ModelConfig(name="DMRFE", fusion="dmrn", fusion_stage="late", **SMALL))  # explicit is fine
+    with pytest.raises(AvelError, match="DMRFE fixes fusion_stage to 'late'"):
+        create_model(ModelConfig(name="DMRFE", fusion_stage="early", **SMALL))
+    with pytest.raises(AvelError, match="DMRFE fixes fusion to 'dmrn'"):
+        create_model(ModelConfig(name="DMRFE", fusion="gmu", **SMALL))
+    model = create_model(ModelConfig(name="DMRFE", extra={"dmrfe_members": 3}, **SMALL))
+    assert len(model.blocks) == 3 and model(**_dmrfe_batch(T=1)).logits.shape == (2, 1, 29)

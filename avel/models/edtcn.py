@@ -87,7 +87,9 @@ class EDTCN(nn.Module):
         )
         self.classifier = nn.Linear(nodes[0], num_classes)
 
-    def forward(self, audio: torch.Tensor | None, visual: torch.Tensor, **_: torch.Tensor) -> ModelOutput:
+    def forward(self, audio: torch.Tensor | None = None, visual: torch.Tensor | None = None,
+                **_: torch.Tensor) -> ModelOutput:
+        """visual (B, T, 7, 7, 512) or pooled (B, T, 512) -> logits (B, T, C); audio is not used."""
         x = pool_visual(visual).transpose(1, 2)  # (B, 512, T)
         lengths = []
         for block in self.encoder:
@@ -100,7 +102,7 @@ class EDTCN(nn.Module):
         return ModelOutput(logits=logits)
 
 
-@register_model("ED-TCN", inputs=("audio", "visual"))
+@register_model("ED-TCN", inputs=("visual",))
 def ed_tcn(cfg: ModelConfig) -> nn.Module:
     """ED-TCN (Lea et al. CVPR 2017) on global-average-pooled V features (Sec. 6.3 baseline)."""
     return EDTCN(

@@ -13,14 +13,22 @@ outputs with `out_dim=256` is then exactly the textbook formula. Concatenation's
 its definition (`dim_a + dim_v`), so it ignores `out_dim`; read `module.out_dim` for the real size.
 
 Register new ones with `@register_fusion("name")`; `create_fusion(name, ...)` builds by name.
+
+The one Table 2 entry that is a model rather than a fusion operator, DMRFE (late fusion only),
+is registered here too, as the model "DMRFE", beside the DMRN block it ensembles.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from avel.errors import AvelError
+from avel.models.registry import ModelConfig, ModelOutput, register_model
 
 FUSIONS: dict[str, type[nn.Module]] = {}
 
@@ -265,3 +273,68 @@ class DMRN(nn.Module):
     def forward(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         h_a, h_v = self.branches(a, v)
         return 0.5 * (h_a + h_v)  # joint representation h*_t
+
+
+# --- DMRFE (Sec. 6.2), a model -----------------------------------------------------------------
+
+DMRFE_MEMBERS = 2  # "two separated blocks"
+
+
+def _dmrfe_config(cfg: ModelConfig) -> ModelConfig:
+    """DMRFE is DMRN fusion after the LSTMs by definition: accept defaults or those values only."""
+    defaults = ModelConfig()
+    for field_name, value in (("fusion", "dmrn"), ("fusion_stage", "late")):
+        current = getattr(cfg, field_name)
+        if current not in (value, getattr(defaults, field_name)):
+            raise AvelError(f"DMRFE fixes {field_name} to '{value}' (got '{current}'): it exists only as late "
+                            "DMRN fusion; use A+V-att with --fusion/--fusion-stage for other combinations")
+    return dataclasses.replace(cfg, fusion="dmrn", fusion_stage="late")
+
+
+class DMRFE(nn.Module):
+    """Dual multimodal residual fusion ensemble (Sec. 6.2; Table 2, late fusion only).
+
+    The paper: DMRFE "feed[s] audio and visual features into two separated blocks and then use[s]
+    average ensemble to combine the two predicted probabilities". Our reading: the audio and
+    visual features are the two LSTM outputs of A+V-att (audio-guided attention, one BiLSTM per
+    modality: "late only" means the fusion happens after the LSTMs); each of `members` (2)
+    separately parameterised DMRN blocks fuses them and has its own per-second classifier, and
+    the output is the average of the members' softmax probabilities. Attention and LSTMs are
+    shared: the sentence ensembles blocks, not whole networks (an ensemble of two complete DMRN
+    networks is just two DMRN runs averaged, which the reproduction could do without a model).
+    `logits` = log of the averaged probabilities, so softmax(logits) = probs and the usual
+    cross-entropy / MIL pooling apply unchanged.
+    """
+
+    def __init__(self, cfg: ModelConfig, members: int = DMRFE_MEMBERS) -> None:
+        super().__init__()
+        # Deferred: localizers imports this module (for create_fusion).
+        from avel.models.attention import AudioGuidedAttention
+        from avel.models.localizers import Head, Temporal
+
+        self.attention = AudioGuidedAttention(cfg.audio_dim, cfg.visual_dim, cfg.attention_dim, cfg.visual_grid ** 2)
+        self.temporal_a = Temporal(cfg.audio_dim, cfg)
+        self.temporal_v = Temporal(cfg.visual_dim, cfg)
+        dim = self.temporal_a.out_dim
+        self.blocks = nn.ModuleList(DMRN(dim, dim, dim) for _ in range(members))
+        self.heads = nn.ModuleList(Head(dim, cfg.num_classes) for _ in range(members))
+
+    def member_log_probs(self, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-probabilities (members, B, T, C) of every block, attention (B, T, k))."""
+        v_att, attention = self.attention(audio, visual)  # (B, T, 512), (B, T, 49)
+        h_a, h_v = self.temporal_a(audio), self.temporal_v(v_att)  # (B, T, 256) each
+        logp = [F.log_softmax(head(block(h_a, h_v)), dim=-1) for block, head in zip(self.blocks, self.heads)]
+        return torch.stack(logp), attention
+
+    def forward(self, audio: torch.Tensor | None = None, visual: torch.Tensor | None = None,
+                **_: torch.Tensor) -> ModelOutput:
+        logp, attention = self.member_log_probs(audio, visual)
+        logits = torch.logsumexp(logp, dim=0) - math.log(logp.shape[0])  # log mean_m p_m, (B, T, C)
+        return ModelOutput(logits=logits, attention=attention, probs=logits.exp())
+
+
+@register_model("DMRFE", inputs=("audio", "visual"),
+                description="A+V-att with two DMRN blocks after the LSTMs whose probabilities are averaged")
+def dmrfe(cfg: ModelConfig) -> nn.Module:
+    """DMRFE (Sec. 6.2): an average ensemble of DMRN fusion blocks on shared attention + LSTMs."""
+    return DMRFE(_dmrfe_config(cfg), members=int(cfg.extra.get("dmrfe_members", DMRFE_MEMBERS)))
