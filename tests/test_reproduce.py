@@ -15,13 +15,20 @@ from avel.report.pipeline import Backend, Options, reproduce
 from avel.report.runner import Job, _Eta, run_jobs
 
 
+class FakeCatalog(list):
+    categories = tuple(f"cat{k}" for k in range(28))
+
+    def __init__(self, n: int) -> None:
+        super().__init__([None] * n)
+
+
 class FakeDataset:
     """The attributes of AVEDataset that the pipeline reads."""
 
     is_synthetic = True
 
     def __init__(self, n: int = 56, audio_maps: bool = True) -> None:
-        self.catalog = [None] * n
+        self.catalog = FakeCatalog(n)
         self.mil_labels = np.eye(29, dtype=np.float32)[np.arange(n) % 28]
         self.audio_map = np.zeros((n, 10, 6, 4, 8), np.float32) if audio_maps else None
         self._splits = {"train": np.arange(0, 40), "val": np.arange(40, 48), "test": np.arange(48, n)}
@@ -47,30 +54,25 @@ class FakeBackend:
     def backend(self) -> Backend:
         return Backend(open_dataset=lambda root: FakeDataset(audio_maps=self.audio_maps),
                        generate_synth=None, make_train_config=self.make_train_config, train=self.train,
-                       evaluate=self.evaluate, run_table3=self.run_table3, figures=lambda **kw: [])
+                       run_table3=self.run_table3, figures=lambda **kw: [])
 
     @staticmethod
     def make_train_config(seed: int, device: str, max_epochs: int | None) -> dict:
         return {"seed": seed, "device": device, "epochs": 30 if max_epochs is None else max_epochs}
 
     def train(self, ds, model_kwargs, train_cfg, run_dir: Path) -> dict:
-        assert run_dir.is_dir() and not any(run_dir.iterdir()), "the runner must hand over a clean run directory"
-        (run_dir / "weights.safetensors").write_bytes(b"partial")
+        """Like avel.train.trainer.train: resumes a run directory it started (epochs.txt counts epochs)."""
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "epochs.txt", "a") as f:
+            f.write("epoch\n")
         if self.fail_at is not None and len(self.trained) == self.fail_at:
             raise KeyboardInterrupt
         self.trained.append((run_dir.parent.name, train_cfg["seed"]))  # (cell slug, seed)
-        (run_dir / "model.json").write_text(json.dumps(model_kwargs))
-        return {"best_val_accuracy": 40.0, "epochs": 3}
-
-    @staticmethod
-    def evaluate(run_dir: Path, ds) -> dict:
-        kwargs = json.loads((run_dir / "model.json").read_text())
-        seed = int(run_dir.name.removeprefix("seed"))
-        acc = fake_accuracy(kwargs, seed)
-        out = {"accuracy": acc, "per_class": {f"c{k}": acc for k in range(28)}}
-        if "att" in kwargs["name"]:
-            out.update(attention_hit_rate=90.0 + seed, attention_chance=100 / 49)
-        return out
+        acc = fake_accuracy(model_kwargs, train_cfg["seed"])
+        test = {"accuracy": acc, "per_class": {c: acc for c in ds.catalog.categories[1:]}}  # no test video of class 0
+        if "att" in model_kwargs["name"]:
+            test.update(attention_hit_rate=90.0 + train_cfg["seed"], attention_chance_rate=100 / 49)
+        return {"best_epoch": 2, "epochs_run": 3, "val": {"accuracy": 40.0}, "test": test}
 
     def run_table3(self, ds, out_dir: Path, seed: int, quick: bool, device: str) -> dict:
         self.table3_calls += 1
@@ -95,6 +97,7 @@ def test_second_run_reuses_every_cell(tmp_path):
     assert res1["cells"]["A"]["summary"] == {"mean": a + 0.5, "std": pytest.approx(np.sqrt(0.5)), "n": 2}
     assert res1["tables"]["table3"]["rows"][0]["entries"][0]["mean"] == 40.5
     assert res1["cells"]["A+V-att"]["attention_hit_rate"]["mean"] == 90.5
+    assert res1["cells"]["A"]["per_class"][0] is None and res1["cells"]["A"]["per_class"][1]["mean"] == a + 0.5
 
     fake2 = FakeBackend()
     res2 = reproduce(_opts(tmp_path), fake2.backend())
@@ -113,9 +116,12 @@ def test_interrupted_run_continues_where_it_stopped(tmp_path):
     done = list(fake.trained)
     assert len(done) == 5
     assert not (tmp_path / "report" / "results.json").exists()  # nothing half-written
+    interrupted = tmp_path / "report" / "runs" / "V-att" / "seed1"  # the 6th job
+    assert (interrupted / "epochs.txt").read_text() == "epoch\n"
     fake2 = FakeBackend()
-    reproduce(_opts(tmp_path, sections=("table1",)), fake2.backend())  # train() asserts a clean run dir
+    reproduce(_opts(tmp_path, sections=("table1",)), fake2.backend())
     assert len(fake2.trained) == 20 - 5 and not set(fake2.trained) & set(done)
+    assert (interrupted / "epochs.txt").read_text() == "epoch\n" * 2  # resumed in place, not restarted
 
 
 def test_changed_settings_retrain_only_what_they_affect(tmp_path):

@@ -64,13 +64,12 @@ class Backend:
     generate_synth: Callable[..., Path] = field(default=None)  # type: ignore[assignment]
     make_train_config: Callable[..., Any] = field(default=None)  # type: ignore[assignment]
     train: Callable[..., dict] = field(default=None)  # type: ignore[assignment]
-    evaluate: Callable[..., dict] = field(default=None)  # type: ignore[assignment]
     run_table3: Callable[..., dict] = field(default=None)  # type: ignore[assignment]
     figures: Callable[..., list[dict]] = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         defaults = {"open_dataset": _open_dataset, "generate_synth": _generate_synth,
-                    "make_train_config": _make_train_config, "train": _train, "evaluate": _evaluate,
+                    "make_train_config": _make_train_config, "train": _train,
                     "run_table3": _run_table3, "figures": _figures}
         for name, fn in defaults.items():
             if getattr(self, name) is None:
@@ -103,16 +102,25 @@ def _make_train_config(seed: int, device: str, max_epochs: int | None) -> Any:
 
 
 def _train(dataset: Any, model_kwargs: dict, train_cfg: Any, run_dir: Path) -> dict:
+    """Train with validation-based selection; the result holds the one test evaluation ("test")."""
     from avel.models.registry import ModelConfig
     from avel.train.trainer import train
 
+    # The trainer's own progress bar stays off: the runner's bar shows the cell and polls its epochs.
     return train(dataset, ModelConfig(**model_kwargs), train_cfg, run_dir, progress=False)
 
 
-def _evaluate(run_dir: Path, dataset: Any) -> dict:
-    from avel.train.evaluate import evaluate_run
+def training_status(run_dir: Path) -> str:
+    """'epoch 3, val 61.2%' from the trainer's resume state (last.json), '' before the first epoch."""
+    path = run_dir / "last.json"
+    if not path.is_file():
+        return ""
+    import json
 
-    return evaluate_run(run_dir, dataset=dataset, split="test")
+    history = json.loads(path.read_text()).get("history") or []
+    if not history:
+        return ""
+    return f"epoch {history[-1]['epoch']}, val {history[-1]['val_accuracy']:.1f}%"
 
 
 def _run_table3(dataset: Any, out_dir: Path, seed: int, quick: bool, device: str) -> dict:
@@ -187,12 +195,12 @@ def cell_job(cell: C.Cell, seed: int, ds: Any, data_fp: str, opts: Options, back
     fp = {"model": model_kwargs, "train": _as_dict(train_cfg), "data": data_fp}
 
     def execute(run_dir: Path) -> dict[str, Any]:
-        trained = backend.train(ds, model_kwargs, train_cfg, run_dir) or {}
-        ev = backend.evaluate(run_dir, ds)
-        return run_record(trained, ev, run_dir, opts.out)
+        return run_record(backend.train(ds, model_kwargs, train_cfg, run_dir), list(ds.catalog.categories),
+                          run_dir, opts.out)
 
+    # resumes: the trainer continues an interrupted run directory with the same configuration.
     return Job(group=cell.key, seed=seed, label=f"{cell.key} (seed {seed})", run_dir=run_dir,
-               fingerprint=fp, execute=execute)
+               fingerprint=fp, execute=execute, resumes=True, status=training_status)
 
 
 def table3_job(seed: int, ds: Any, data_fp: str, opts: Options, backend: Backend) -> Job:
@@ -218,19 +226,21 @@ def _float(x: Any) -> float | None:
     return None if x is None else float(x)
 
 
-def run_record(trained: dict, ev: dict, run_dir: Path, out: Path) -> dict[str, Any]:
-    """The per-run record kept by the runner: test accuracy, per-category accuracy, attention hit rate."""
-    per_class = ev.get("per_class")
-    if isinstance(per_class, dict):  # {name: pct} in class order
-        per_class = list(per_class.values())
-    att = ev.get("attention") or {}
+def run_record(trained: dict, categories: list[str], run_dir: Path, out: Path) -> dict[str, Any]:
+    """The per-run record kept by the runner, from the trainer's results: test accuracy, per-category
+    accuracy (in class order; None for a category without test videos), attention hit rate, and
+    the validation score that selected the checkpoint."""
+    test, val = trained["test"], trained.get("val") or {}
+    per_class = test.get("per_class") or {}
     return {
-        "accuracy": float(ev["accuracy"]),
-        "per_class": None if per_class is None else [None if v is None else float(v) for v in per_class][:28],
-        "val_accuracy": _float(trained.get("best_val_accuracy", trained.get("val_accuracy"))),
-        "epochs": trained.get("epochs", trained.get("best_epoch")),
-        "attention_hit_rate": _float(ev.get("attention_hit_rate", att.get("hit_rate"))),
-        "attention_chance": _float(ev.get("attention_chance", att.get("chance"))),
+        "accuracy": float(test["accuracy"]),
+        "per_class": [_float(per_class.get(name)) for name in categories],
+        "val_accuracy": _float(val.get("accuracy")),
+        "best_epoch": trained.get("best_epoch"),
+        "epochs": trained.get("epochs_run"),
+        "train_seconds": trained.get("train_seconds"),
+        "attention_hit_rate": _float(test.get("attention_hit_rate")),
+        "attention_chance": _float(test.get("attention_chance_rate")),
         "run_dir": str(run_dir.relative_to(out)),
     }
 

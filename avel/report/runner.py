@@ -39,6 +39,7 @@ class Job:
     fingerprint: dict[str, Any]  # everything the result depends on; a mismatch means re-run
     execute: Callable[[Path], dict[str, Any]]  # run_dir -> record (measured values)
     resumes: bool = False  # the work resumes its own interrupted run_dir (else it is cleared first)
+    status: Callable[[Path], str] | None = None  # run_dir -> a short live status ("epoch 3, val 61.2%")
 
     @property
     def record_path(self) -> Path:
@@ -114,6 +115,30 @@ class EtaColumn(ProgressColumn):
         return Text(f"ETA {h}:{m:02d}:{s:02d}", style="progress.remaining")
 
 
+class StatusColumn(ProgressColumn):
+    """The running job's own status line (polled at most once per STATUS_POLL_S seconds)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.job: Job | None = None
+        self._text, self._at = "", 0.0
+
+    def render(self, task) -> Text:  # noqa: ANN001 (rich's Task)
+        if self.job is None or self.job.status is None:
+            return Text("")
+        now = time.monotonic()
+        if now - self._at >= STATUS_POLL_S:
+            self._at = now
+            try:
+                self._text = self.job.status(self.job.run_dir)
+            except (OSError, ValueError, KeyError):
+                pass  # a file being replaced: keep the last status
+        return Text(self._text, style="progress.data.speed")
+
+
+STATUS_POLL_S = 1.0  # seconds between polls of the running job's status
+
+
 def run_jobs(jobs: Sequence[Job], *, progress: bool = True, console: Console | None = None) -> RunStats:
     """Run (or reuse) every job in order; return their records grouped by `job.group`."""
     stats = RunStats()
@@ -128,15 +153,18 @@ def run_jobs(jobs: Sequence[Job], *, progress: bool = True, console: Console | N
             stats.records.setdefault(job.group, []).append(rec)
             eta.add(job.group, rec.get("seconds"))
     eta.pending = list(todo)
-    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    status = StatusColumn()
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), status, BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), EtaColumn(eta)]
+    console = console or Console(stderr=True)
     with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
         task = bar.add_task("reproduce", total=len(jobs), completed=stats.reused)
         for job in todo:
             bar.update(task, description=f"training {job.label}")
             eta.current_start = time.monotonic()
+            status.job, status._text = job, ""
             rec = execute_job(job)
-            eta.current_start = None
+            eta.current_start, status.job = None, None
             eta.pending.pop(0)
             eta.add(job.group, rec["seconds"])
             stats.trained += 1
@@ -152,7 +180,7 @@ def execute_job(job: Job) -> dict[str, Any]:
     if job.run_dir.exists() and not (job.resumes and _fingerprint_file(job).is_file()
                                      and json.loads(_fingerprint_file(job).read_text()) == _jsonable(job.fingerprint)):
         shutil.rmtree(job.run_dir)  # half-written or stale: start over
-    job.run_dir.mkdir(parents=True, exist_ok=True)
+    job.run_dir.parent.mkdir(parents=True, exist_ok=True)
     if job.resumes:
         write_json(_fingerprint_file(job), job.fingerprint)  # lets a resumed run check it is the same job
     t0 = time.perf_counter()
@@ -163,4 +191,5 @@ def execute_job(job: Job) -> dict[str, Any]:
 
 
 def _fingerprint_file(job: Job) -> Path:
-    return job.run_dir / "avel_job.json"
+    """Beside the run directory (the trainer refuses a non-empty directory that holds no run)."""
+    return job.run_dir.with_suffix(".job.json")
