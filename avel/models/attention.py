@@ -15,9 +15,10 @@ fixed per-position bias; we follow the paper's equation.)
 
 Speed: almost all the work is U_v on every region vector, so all B*T*k regions go through U_v as
 ONE (B*T*k, 512) x (512, d) matrix product (no per-second loops), followed by one (.., d) x (d, k)
-product. `_ProjectRegions` does both with their backward in a hand-written autograd function that
-reuses buffers in place: it skips the gradient w.r.t. the (constant) visual features, computes the
-bias gradient without an extra pass, and never allocates more than one (B*T*k, d) temporary.
+product; the ReLU runs in place. Autograd skips the gradient w.r.t. the constant visual features,
+so with N = B*T*k a training step spends 2 x 2N*512*d FLOP on U_v (forward, weight gradient) and
+3 x 2N*d*k on W_v: ~37.6 GFLOP at batch 64, almost all of it in large GEMMs (see benchmarks/bench_train_step.py).
+(A hand-written autograd function for U_v/W_v was tried: no faster than this.)
 """
 
 from __future__ import annotations
@@ -25,36 +26,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-class _ProjectRegions(torch.autograd.Function):
-    """x = relu(v @ Wu^T + bu) @ Wv^T for a (N, Dv) batch of region vectors, memory-lean.
-
-    Forward keeps only h = relu(...) (N, d) for backward. Backward:
-      gWv = gx^T h;  gh = (gx Wv) * (h > 0);  gWu = gh^T v;  gbu = sum_rows gh;  gv only if needed.
-    The (N, d) gradient buffer is written by one GEMM and masked in place.
-    """
-
-    @staticmethod
-    def forward(ctx, v: torch.Tensor, w_u: torch.Tensor, b_u: torch.Tensor, w_v: torch.Tensor) -> torch.Tensor:
-        h = torch.addmm(b_u, v, w_u.t())  # (N, d)
-        h.relu_()
-        x = h @ w_v.t()  # (N, k)
-        ctx.save_for_backward(v, w_u, h, w_v)
-        return x
-
-    @staticmethod
-    def backward(ctx, gx: torch.Tensor):
-        v, w_u, h, w_v = ctx.saved_tensors
-        need_v, need_wu, need_bu, need_wv = ctx.needs_input_grad
-        gx = gx.contiguous()
-        g_wv = gx.t() @ h if need_wv else None  # (k, d)
-        gh = gx @ w_v  # (N, d)
-        gh.masked_fill_(h <= 0, 0.0)  # ReLU'
-        g_wu = gh.t() @ v if need_wu else None  # (d, Dv)
-        g_bu = gh.sum(0) if need_bu else None  # (d,)
-        g_v = gh @ w_u if need_v else None  # (N, Dv), skipped for constant features
-        return g_v, g_wu, g_bu, g_wv
 
 
 class AudioGuidedAttention(nn.Module):
@@ -78,7 +49,8 @@ class AudioGuidedAttention(nn.Module):
         if regions.shape[2] != self.k:
             raise ValueError(f"attention built for {self.k} regions, got {regions.shape[2]}")
         flat = regions.reshape(-1, regions.shape[-1])  # (B*T*k, Dv): one big GEMM
-        x_v = _ProjectRegions.apply(flat, self.U_v.weight, self.U_v.bias, self.W_v.weight)  # (B*T*k, k)
+        hidden = F.relu(self.U_v(flat), inplace=True)  # (B*T*k, d); in place: addmm's backward does not need its output
+        x_v = self.W_v(hidden)  # (B*T*k, k)
         x_v = x_v.view(B, T, self.k, self.k)  # (B, T, regions, k hidden)
         x_a = self.W_a(F.relu(self.U_a(audio)))  # (B, T, k hidden)
         z = torch.tanh(x_v + x_a.unsqueeze(2))  # (B, T, regions, k): audio term broadcast over regions (1^T)

@@ -1,0 +1,46 @@
+"""`avel evaluate RUN_DIR`: segment accuracy, per-category accuracy, confusion matrix of a trained run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a trained run on a split (accuracy, per-category, confusion)",
+                       description="Evaluate the checkpoint a run selected on validation. The dataset defaults to "
+                                   "the one the run was trained on.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory written by `avel train`")
+    p.add_argument("--data", type=Path, default=None, metavar="DIR", help="dataset directory (default: the run's)")
+    p.add_argument("--split", default="test", help="split to evaluate (default test)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object (accuracy, per_class, confusion, ...)")
+    p.set_defaults(func=_evaluate)
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """Human-readable summary: overall and per-category accuracy, attention hit rate."""
+    lines = [f"{r['model']} on {r['split']}: {r['accuracy']:.2f}% of {r['num_seconds']} seconds "
+             f"({r['num_videos']} videos); video-level {r['video_accuracy']:.2f}%"]
+    if r.get("attention_hit_rate") is not None:
+        lines.append(f"attention peak on the sounding object: {r['attention_hit_rate']:.1f}% of "
+                     f"{r['attention_seconds']} event seconds (chance {r['attention_chance_rate']:.1f}%)")
+    lines.append("per category (accuracy over the seconds of that category's videos):")
+    width = max((len(k) for k in r["per_class"]), default=0)
+    lines += [f"  {name:<{width}}  {acc:6.2f}" for name, acc in r["per_class"].items()]
+    return "\n".join(lines)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from avel.train.evaluate import evaluate_run
+
+    ds = None
+    if args.data is not None:
+        from avel.data.dataset import AVEDataset
+
+        ds = AVEDataset.open(args.data)
+    result = evaluate_run(args.run_dir, ds, split=args.split, device=args.device)
+    print(json.dumps(result) if args.json else format_report(result))
+    return 0

@@ -1,0 +1,66 @@
+"""`avel train`: train one event-localization model (Table 1 names) into a run directory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train an event-localization model (A, V, V-att, A+V, A+V-att, DMRN, ...)",
+        description="Train a localizer on an AVE dataset directory: Adam, checkpoint selected on the "
+                    "validation split, early stopping, test evaluated once at the end. Re-running the same "
+                    "command resumes an interrupted run. Works under `torchrun --nproc-per-node N -m avel train`.")
+    p.add_argument("--data", type=Path, required=True, metavar="DIR", help="AVE dataset directory")
+    p.add_argument("--model", required=True, metavar="NAME", help="model name: A, V, V-att, A+V, A+V-att, DMRN, or any registered model")
+    p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory to write")
+    p.add_argument("--weak", action="store_true", help="weakly supervised (W-) variant: video labels + MIL pooling")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 100; early stopping)")
+    p.add_argument("--patience", type=int, default=None, help="epochs without validation gain before stopping (8)")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch size (64)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (1e-3)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (0)")
+    p.add_argument("--loss", default=None, help="ce (default: cross-entropy on logits) or authors")
+    p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--fusion", default=None, help="fusion method for A+V models (default concat)")
+    p.add_argument("--fusion-stage", default=None, choices=("early", "late", "decision"),
+                   help="where A+V models fuse (default late)")
+    p.add_argument("--no-bidirectional", action="store_true", help="one-directional LSTMs")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=_train)
+
+
+# CLI option -> TrainConfig field
+TRAIN_OPTIONS = {"epochs": "epochs", "patience": "patience", "batch_size": "batch_size", "lr": "lr",
+                 "seed": "seed", "loss": "loss", "device": "device", "threads": "num_threads"}
+
+
+def _train(args: argparse.Namespace) -> int:
+    import os
+
+    from avel.data.dataset import AVEDataset
+    from avel.models.registry import ModelConfig, model_spec
+    from avel.train.config import TrainConfig
+    from avel.train.distributed import DistInfo
+    from avel.train.trainer import train
+
+    model_spec(args.model)  # unknown name: one line listing the valid ones, before opening any data
+    model_kw = {"name": args.model, "weak": args.weak, "bidirectional": not args.no_bidirectional}
+    if args.fusion is not None:
+        model_kw["fusion"] = args.fusion
+    if args.fusion_stage is not None:
+        model_kw["fusion_stage"] = args.fusion_stage
+    train_kw = {field: getattr(args, opt) for opt, field in TRAIN_OPTIONS.items() if getattr(args, opt) is not None}
+    ds = AVEDataset.open(args.data)
+    results = train(ds, ModelConfig(**model_kw), TrainConfig(**train_kw), args.out, progress=not args.quiet)
+    if DistInfo(rank=int(os.environ.get("RANK", "0"))).is_main:
+        test = results["test"]
+        print(f"{results['model']}: selected epoch {results['best_epoch']} of {results['epochs_run']} "
+              f"({results['stopped']}); val {results['val']['accuracy']:.2f}%, test {test['accuracy']:.2f}%"
+              + (f"; attention on the sounding object {test['attention_hit_rate']:.1f}% "
+                 f"(chance {test['attention_chance_rate']:.1f}%)" if test.get("attention_hit_rate") is not None
+                 else ""))
+        print(f"wrote {args.out}")
+    return 0

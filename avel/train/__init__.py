@@ -1,0 +1,1 @@
+"""Training and evaluation of the event localizers: config, trainer, evaluation, checkpoints, DDP."""

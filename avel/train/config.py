@@ -1,0 +1,64 @@
+"""Training configuration (stored as `config.json` in every run directory)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from avel.errors import AvelError
+
+# Fields that change neither the numbers a run computes nor what it means: a run may be resumed
+# with different values (e.g. on another device).
+RUNTIME_FIELDS = ("device", "num_threads", "cache_gb", "tune_allocator")
+
+
+@dataclass
+class TrainConfig:
+    """How to train a localizer. Defaults: the authors' optimiser (Adam, lr 1e-3, batch 64) with
+    validation-based checkpoint selection and early stopping instead of their fixed 300 epochs."""
+
+    epochs: int = 100  # upper bound on epochs; early stopping usually ends the run far sooner
+    patience: int = 8  # stop after this many epochs without a better validation score
+    batch_size: int = 64  # global batch (split across processes under torchrun)
+    lr: float = 1e-3  # Adam learning rate (authors: 1e-3)
+    weight_decay: float = 0.0  # Adam L2 penalty (authors: none)
+    loss: str = "ce"  # "ce": per-second cross-entropy on logits; "authors": MultiLabelSoftMarginLoss on softmax
+    seed: int = 0  # seeds weights, shuffling and dropout; seeded CPU runs are bit-for-bit repeatable
+    train_split: str = "train"  # dataset split the model is fitted on
+    val_split: str = "val"  # split that selects the checkpoint and drives early stopping
+    test_split: str = "test"  # split evaluated once, at the end, with the selected checkpoint
+    use_noisy: bool = True  # weak models: add the background-only videos (ds.noisy) to training when present
+    device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto" (cuda when available)
+    num_threads: int | None = None  # torch CPU threads (None: torch's default)
+    cache_gb: float = 4.0  # keep a split's features in memory (float32) when they fit in this many GiB
+    tune_allocator: bool = True  # glibc: keep large freed buffers instead of unmapping them (faster CPU steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise AvelError(f"train config has unknown fields {sorted(unknown)} (from a newer avel?)")
+        return cls(**d)
+
+    def result_fields(self) -> dict[str, Any]:
+        """The fields that determine the run's results (what resuming must match)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+
+    def validate(self) -> None:
+        from avel.train.losses import LOSSES
+
+        checks = {
+            "epochs must be >= 1": self.epochs >= 1,
+            "patience must be >= 1": self.patience >= 1,
+            "batch_size must be >= 1": self.batch_size >= 1,
+            "lr must be > 0": self.lr > 0,
+            f"loss must be one of {', '.join(LOSSES)}": self.loss in LOSSES,
+        }
+        for message, ok in checks.items():
+            if not ok:
+                raise AvelError(f"invalid training config: {message}")

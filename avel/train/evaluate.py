@@ -1,0 +1,151 @@
+"""Evaluation: per-second predictions, segment accuracy (the paper's metric), per-category accuracy
+(supplement Table 1), confusion matrix, and how often attention peaks on the sounding object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from avel.errors import AvelError
+from avel.models.localizers import paper_name
+from avel.models.registry import ModelConfig, model_spec
+from avel.train.data import Source, read_rows
+
+PREDICT_BATCH = 64  # videos per forward pass in predict()
+BACKGROUND_NAME = "background"
+
+
+def _as_tensor(x: Any, device: torch.device) -> torch.Tensor | None:
+    if x is None:
+        return None
+    t = x if torch.is_tensor(x) else torch.from_numpy(np.asarray(x))
+    return t.to(device=device, dtype=torch.float32)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, audio: Any = None, visual: Any = None, *, batch_size: int = PREDICT_BATCH,
+            device: str | torch.device | None = None, **inputs: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class probabilities per second (N, T, C) and attention (N, T, k) or None, for features of any length T.
+
+    `audio` (N, T, 128), `visual` (N, T, 7, 7, 512) and any further inputs the model reads (e.g.
+    `audio_map=`) as numpy arrays or tensors (any float dtype); inputs the model does not read may be None.
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    model.eval()
+    arrays = {"audio": audio, "visual": visual, **inputs}
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    if not arrays:
+        raise ValueError("predict() needs at least one input array")
+    n = len(next(iter(arrays.values())))
+    probs, attn = [], []
+    for i in range(0, n, batch_size):
+        batch = {k: _as_tensor(v[i:i + batch_size], device) for k, v in arrays.items()}
+        out = model(**batch)
+        p = out.probs if out.probs is not None else torch.softmax(out.logits, dim=-1)  # (b, T, C)
+        probs.append(p.float().cpu().numpy())
+        if out.attention is not None:
+            attn.append(out.attention.float().cpu().numpy())
+    return np.concatenate(probs), (np.concatenate(attn) if attn else None)
+
+
+def category_names(ds: Any) -> list[str]:
+    """Class index -> name: the dataset's 28 categories, then background."""
+    return [*ds.catalog.categories, BACKGROUND_NAME]
+
+
+def segment_metrics(pred: np.ndarray, labels: np.ndarray, video_class: np.ndarray,
+                    names: list[str]) -> dict[str, Any]:
+    """Scores from per-second predicted classes (N, T) and true classes (N, T).
+
+    accuracy: percent of seconds labelled correctly (the paper's overall accuracy).
+    per_class: for each event category, percent of correctly labelled seconds over the test videos
+      of that category (their event and background seconds), as in the supplement's Table 1.
+    per_label: recall of each label over the seconds that carry it (background included).
+    confusion: counts, rows = true label, columns = predicted label.
+    """
+    C = len(names)
+    correct = pred == labels  # (N, T)
+    confusion = np.bincount(labels.ravel() * C + pred.ravel(), minlength=C * C).reshape(C, C)
+    per_class = {}
+    for c, name in enumerate(names[:-1]):
+        sel = video_class == c
+        if sel.any():
+            per_class[name] = round(100.0 * float(correct[sel].mean()), 3)
+    support = confusion.sum(1)
+    per_label = {names[c]: round(100.0 * confusion[c, c] / support[c], 3) for c in range(C) if support[c]}
+    return {
+        "accuracy": round(100.0 * float(correct.mean()), 3),
+        "num_videos": int(pred.shape[0]),
+        "num_seconds": int(pred.size),
+        "per_class": per_class,
+        "per_label": per_label,
+        "confusion": {"labels": names, "matrix": confusion.tolist()},
+    }
+
+
+def attention_hits(attention: np.ndarray, object_cells: np.ndarray, event_mask: np.ndarray) -> dict[str, Any]:
+    """Share of event seconds whose attention argmax is the sounding object's cell, and its chance rate."""
+    sel = (event_mask > 0) & (object_cells >= 0)
+    k = attention.shape[-1]
+    n = int(sel.sum())
+    hits = attention.argmax(-1)[sel] == object_cells[sel]
+    return {
+        "attention_hit_rate": round(100.0 * float(hits.mean()), 3) if n else None,
+        "attention_chance_rate": round(100.0 / k, 3),
+        "attention_seconds": n,
+    }
+
+
+def evaluate_model(model: nn.Module, model_cfg: ModelConfig, ds: Any, split: str, *,
+                   device: str | torch.device = "cpu", batch_size: int = PREDICT_BATCH) -> dict[str, Any]:
+    """Evaluate `model` on a dataset split: accuracy, per_class, per_label, confusion, attention hits."""
+    rows = np.asarray(ds.split(split), dtype=np.int64)
+    if len(rows) == 0:
+        raise AvelError(f"split '{split}' is empty", getattr(ds, "root", None))
+    inputs = model_spec(model_cfg.name).inputs
+    source = Source({k: getattr(ds, k) for k in inputs}, rows)
+    probs, attn = [], []
+    for i in range(0, len(rows), batch_size):
+        batch = source.take(np.arange(i, min(i + batch_size, len(rows))))
+        p, a = predict(model, batch_size=batch_size, device=device, **batch)
+        probs.append(p)
+        if a is not None:
+            attn.append(a)
+    probs_all = np.concatenate(probs)  # (N, T, C)
+    labels = read_rows(ds.labels, rows).argmax(-1)  # (N, T)
+    video_class = read_rows(ds.mil_labels, rows).argmax(-1)  # (N,)
+    result = {"split": split, "model": paper_name(model_cfg),
+              **segment_metrics(probs_all.argmax(-1), labels, video_class, category_names(ds))}
+    result["video_accuracy"] = round(100.0 * float((probs_all.mean(1).argmax(-1) == video_class).mean()), 3)
+    cells = getattr(ds, "object_cells", None)
+    if attn and cells is not None:
+        result.update(attention_hits(np.concatenate(attn), read_rows(cells, rows, None),
+                                     read_rows(ds.event_mask, rows, None)))
+    return result
+
+
+def evaluate_run(run_dir: str | Path, dataset: Any = None, split: str = "test", *,
+                 device: str = "cpu") -> dict[str, Any]:
+    """Evaluate a run's selected checkpoint on `split` of `dataset` (default: the data it was trained on)."""
+    from avel.train.checkpoint import load_run, read_run_config
+    from avel.train.distributed import resolve_device
+
+    run_dir = Path(run_dir)
+    doc = read_run_config(run_dir)
+    dev = resolve_device(device)
+    model, model_cfg, _ = load_run(run_dir, device=dev)
+    if dataset is None:
+        root = doc.get("data", {}).get("root")
+        if not root:
+            raise AvelError("the run does not record its dataset directory: pass --data", run_dir)
+        from avel.data.dataset import AVEDataset
+
+        dataset = AVEDataset.open(root)
+    return {"run_dir": str(run_dir), **evaluate_model(model, model_cfg, dataset, split, device=dev)}

@@ -1,0 +1,387 @@
+"""Train a localizer on a dataset: Adam, validation-selected checkpoint, early stopping, resumable.
+
+`train(dataset, model_cfg, train_cfg, out_dir)` writes a run directory (see avel.train.checkpoint)
+and returns the final results (also in results.json). Calling it again on the same directory with
+the same configuration resumes an interrupted run, or returns the results of a finished one; a
+directory holding a different run is refused. Under torchrun it trains with
+DistributedDataParallel (avel.train.distributed); rank 0 writes the files.
+
+Supervised models learn from per-second labels; weak ones (cfg.weak) from video labels only, through
+MIL average pooling (eq. 7), with the background-only videos (ds.noisy) added when present. Both
+are scored per second on the segment labels. The checkpoint is selected on the validation split:
+per-second accuracy for supervised models, video-level accuracy for weak ones (segment labels are
+not theirs to see), ties broken by the lower validation loss. The test split is evaluated once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import avel
+from avel.errors import AvelError
+from avel.io import atomic_path, write_json, write_text
+from avel.models.localizers import normalize_config, paper_name
+from avel.models.registry import ModelConfig, create_model, model_spec
+from avel.train import checkpoint as ckpt
+from avel.train.config import TrainConfig
+from avel.train.data import ConcatSource, Source
+from avel.train.distributed import DistInfo, all_reduce_sum, any_rank, barrier, init_from_env, resolve_device
+from avel.train.evaluate import evaluate_model
+from avel.train.losses import LOSSES
+from avel.train.perf import tune_cpu_allocator
+
+GIB = 1024**3
+CURVE_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_video_accuracy", "seconds")
+
+
+# ---------------------------------------------------------------- run directory
+
+def describe_data(ds: Any, train_cfg: TrainConfig) -> dict[str, Any]:
+    """What the run was trained on: the directory (for `avel evaluate`) and a fingerprint."""
+    root = getattr(ds, "root", None)
+    splits = {s: int(len(ds.split(s))) for s in (train_cfg.train_split, train_cfg.val_split, train_cfg.test_split)}
+    noisy = getattr(ds, "noisy", None)
+    return {
+        "root": str(Path(root).resolve()) if root is not None else None,
+        "synthetic": bool(getattr(ds, "is_synthetic", False)),
+        "rows": int(len(ds.labels)),
+        "splits": splits,
+        "noisy": int(len(noisy.audio)) if noisy is not None else 0,
+    }
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str) -> list[str]:
+    return [f"{prefix}{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+
+
+def prepare_run_dir(out: Path, doc: dict[str, Any]) -> str:
+    """'new', 'resume' or 'done'; refuse a directory that holds something else."""
+    if not out.exists():
+        return "new"
+    if not out.is_dir():
+        raise AvelError("exists and is not a directory", out)
+    if not (out / ckpt.CONFIG_FILE).is_file():
+        if any(out.iterdir()):
+            raise AvelError("exists, is not empty and holds no avel run: choose a new or empty --out", out)
+        return "new"
+    old = ckpt.read_run_config(out)
+    diffs = (_differences(old.get("model", {}), doc["model"], "model.")
+             + _differences(TrainConfig.from_dict(old["train"]).result_fields(),
+                            TrainConfig.from_dict(doc["train"]).result_fields(), "train.")
+             + _differences({k: v for k, v in old.get("data", {}).items() if k != "root"},
+                            {k: v for k, v in doc["data"].items() if k != "root"}, "data."))
+    if diffs:
+        raise AvelError("holds a different run (" + "; ".join(diffs[:4]) + "): choose another --out "
+                        "or delete it", out)
+    return "done" if (out / ckpt.RESULTS_FILE).is_file() else "resume"
+
+
+def write_curves(out: Path, history: list[dict[str, Any]], best_epoch: int | None, title: str) -> None:
+    """curves.csv and curves.png (loss and validation accuracy per epoch)."""
+    lines = [",".join(CURVE_COLUMNS)]
+    lines += [",".join(f"{h[c]:.6g}" if isinstance(h[c], float) else str(h[c]) for c in CURVE_COLUMNS)
+              for h in history]
+    write_text(out / ckpt.CURVES_CSV, "\n".join(lines) + "\n")
+    if not history:
+        return
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(8, 3.2))
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot(epochs, [h["train_loss"] for h in history], label="train")
+    ax1.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    ax2.plot(epochs, [h["val_accuracy"] for h in history], label="per-second")
+    ax2.plot(epochs, [h["val_video_accuracy"] for h in history], label="video (MIL)", linestyle="--")
+    if best_epoch is not None:
+        ax2.axvline(best_epoch, color="grey", linewidth=0.8, label=f"selected ({best_epoch})")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("validation accuracy (%)")
+    ax2.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(out / ckpt.CURVES_PNG) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+# ---------------------------------------------------------------- data
+
+def _noisy_source(ds: Any, inputs: tuple[str, ...], cache_bytes: float) -> Source | None:
+    """The background-only videos as a weak training source (video labels), if the dataset has them."""
+    noisy = getattr(ds, "noisy", None)
+    if noisy is None or not all(getattr(noisy, k, None) is not None for k in inputs):
+        return None
+    labels = np.asarray(noisy.labels, dtype=np.float32)
+    if labels.ndim == 3:  # per-second labels: the video label is the class present in any second
+        labels = labels.max(axis=1)
+    arrays = {k: getattr(noisy, k) for k in inputs}
+    arrays["mil_labels"] = labels
+    return Source(arrays, np.arange(len(labels)), cache_bytes)
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------- training
+
+@dataclasses.dataclass
+class _State:
+    epoch: int = 0  # epochs finished
+    best_key: tuple[float, float] | None = None  # (selection accuracy, -val loss) of the checkpoint
+    best_epoch: int | None = None
+    bad_epochs: int = 0  # epochs since the last improvement
+    stopped: str | None = None  # why training ended ("early stopping", "max epochs")
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+class _Trainer:
+    def __init__(self, ds: Any, model_cfg: ModelConfig, cfg: TrainConfig, out: Path, *, progress: bool,
+                 device: torch.device, info: DistInfo) -> None:
+        self.ds, self.model_cfg, self.cfg, self.out = ds, model_cfg, cfg, out
+        self.device, self.info = device, info
+        self.progress = progress and info.is_main
+        self.weak = model_cfg.weak
+        self.inputs = model_spec(model_cfg.name).inputs
+        self.target_key = "mil_labels" if self.weak else "labels"
+        self.loss_fn = LOSSES[cfg.loss]
+        cache = cfg.cache_gb * GIB
+        train_rows = np.asarray(ds.split(cfg.train_split), dtype=np.int64)
+        val_rows = np.asarray(ds.split(cfg.val_split), dtype=np.int64)
+        if len(train_rows) == 0 or len(val_rows) == 0:
+            raise AvelError(f"the {cfg.train_split} and {cfg.val_split} splits must not be empty",
+                            getattr(ds, "root", None))
+        arrays = {k: getattr(ds, k) for k in (*self.inputs, self.target_key)}
+        sources = [Source(arrays, train_rows, cache)]
+        noisy = _noisy_source(ds, self.inputs, cache) if (self.weak and cfg.use_noisy) else None
+        self.noisy_videos = len(noisy) if noisy is not None else 0
+        self.train_src = ConcatSource(sources + ([noisy] if noisy is not None else []))
+        val_arrays = {k: getattr(ds, k) for k in (*self.inputs, "labels", "mil_labels")}
+        self.val_src = Source(val_arrays, val_rows[info.rank::info.world], cache)
+
+    # one epoch --------------------------------------------------------------
+    def _batches(self, epoch: int) -> list[np.ndarray]:
+        """This rank's share of each global batch of the epoch (the same shuffle on every rank)."""
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(self.train_src), generator=g).numpy()
+        bs, world = self.cfg.batch_size, self.info.world
+        steps = [perm[i:i + bs] for i in range(0, len(perm), bs)]
+        return [rows[self.info.rank::world] for rows in steps if len(rows) >= world]
+
+    def _train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, bar: Any) -> float:
+        model.train()
+        total, n = 0.0, 0
+        for step, positions in enumerate(self._batches(epoch)):
+            batch = _to(self.train_src.take(positions), self.device)
+            target = batch.pop(self.target_key)
+            out = model(**batch)
+            loss = self.loss_fn(out.logits, target, self.weak)
+            if any_rank(not bool(torch.isfinite(loss)), self.info, self.device):
+                self._nan_stop(epoch, step, float(loss))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            n += 1
+            if bar is not None:
+                bar.advance(f"loss {total / n:.4f}")
+        s, c = all_reduce_sum([total, float(n)], self.info, self.device)
+        return s / max(c, 1.0)
+
+    @torch.no_grad()
+    def _validate(self, model: nn.Module) -> dict[str, float]:
+        model = ckpt.unwrap(model).eval()
+        sums = np.zeros(6)  # seg correct, seg total, video correct, videos, loss sum, loss batches
+        bs = self.cfg.batch_size
+        for i in range(0, len(self.val_src), bs):
+            batch = _to(self.val_src.take(np.arange(i, min(i + bs, len(self.val_src)))), self.device)
+            labels, mil = batch.pop("labels"), batch.pop("mil_labels")
+            logits = model(**batch).logits  # (b, T, C)
+            seg = (logits.argmax(-1) == labels.argmax(-1)).sum().item()
+            vid = (logits.mean(1).argmax(-1) == mil.argmax(-1)).sum().item()
+            loss = self.loss_fn(logits, mil if self.weak else labels, self.weak).item()
+            sums += [seg, labels.shape[0] * labels.shape[1], vid, labels.shape[0], loss * labels.shape[0],
+                     labels.shape[0]]
+        s = all_reduce_sum(sums.tolist(), self.info, self.device)
+        return {"val_accuracy": 100.0 * s[0] / s[1], "val_video_accuracy": 100.0 * s[2] / s[3],
+                "val_loss": s[4] / s[5]}
+
+    def _nan_stop(self, epoch: int, step: int, value: float) -> None:
+        kept = (f"the last good checkpoint (epoch {self.state.best_epoch}) is kept in {self.out}"
+                if self.state.best_epoch is not None else "no epoch had finished, so no checkpoint exists")
+        raise AvelError(f"training loss became {value} at epoch {epoch + 1}, step {step + 1}; stopped "
+                        f"({kept}); try a lower --lr", self.out)
+
+    # the run ----------------------------------------------------------------
+    def run(self, resume: bool) -> dict[str, Any]:
+        cfg, info = self.cfg, self.info
+        torch.manual_seed(cfg.seed)
+        model = create_model(self.model_cfg).to(self.device)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.state = _State()
+        saved = ckpt.load_resume_state(self.out, model, opt) if resume else None
+        if saved is not None:
+            self.state = _State(**{f.name: saved[f.name] for f in dataclasses.fields(_State) if f.name in saved})
+            if self.state.best_key is not None:
+                self.state.best_key = tuple(self.state.best_key)
+        if info.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            model = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        title = paper_name(self.model_cfg)
+        with _Bar(self.progress, title, len(self._batches(0)), cfg.epochs) as bar:
+            while self.state.stopped is None:
+                epoch = self.state.epoch
+                if epoch >= cfg.epochs:
+                    self.state.stopped = "max epochs"
+                    break
+                bar.start_epoch(epoch, self.state)
+                t0 = time.perf_counter()
+                train_loss = self._train_epoch(model, opt, epoch, bar)
+                val = self._validate(model)
+                seconds = time.perf_counter() - t0
+                self._end_epoch(model, opt, epoch, train_loss, val, seconds)
+                bar.end_epoch(self.state)
+        if info.is_main:
+            write_curves(self.out, self.state.history, self.state.best_epoch, title)
+        barrier(info)
+        return self._finish()
+
+    def _end_epoch(self, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, train_loss: float,
+                   val: dict[str, float], seconds: float) -> None:
+        st, cfg = self.state, self.cfg
+        st.history.append({"epoch": epoch + 1, "train_loss": train_loss, **val, "seconds": seconds})
+        select = val["val_video_accuracy"] if self.weak else val["val_accuracy"]
+        key = (round(select, 6), -round(val["val_loss"], 9))
+        st.epoch = epoch + 1
+        st.train_seconds += seconds
+        if st.best_key is None or key > st.best_key:
+            st.best_key, st.best_epoch, st.bad_epochs = key, epoch + 1, 0
+            if self.info.is_main:
+                ckpt.save_model(self.out, model, self.model_cfg,
+                                {"epoch": epoch + 1, "val_accuracy": val["val_accuracy"],
+                                 "val_video_accuracy": val["val_video_accuracy"], "val_loss": val["val_loss"]})
+        else:
+            st.bad_epochs += 1
+        if st.bad_epochs >= cfg.patience:
+            st.stopped = "early stopping"
+        elif st.epoch >= cfg.epochs:
+            st.stopped = "max epochs"
+        if self.info.is_main:
+            ckpt.save_resume_state(self.out, model, opt, dataclasses.asdict(st))
+            write_curves(self.out, st.history, st.best_epoch, paper_name(self.model_cfg))
+        barrier(self.info)
+
+    def _finish(self) -> dict[str, Any]:
+        """Evaluate the selected checkpoint on validation and test (rank 0), write results.json."""
+        if self.info.is_main:
+            model, model_cfg, _ = ckpt.load_run(self.out, device=self.device)
+            results = {
+                "model": paper_name(model_cfg), "name": model_cfg.name, "weak": model_cfg.weak,
+                "run_dir": str(self.out), "avel_version": avel.__version__,
+                "best_epoch": self.state.best_epoch, "epochs_run": self.state.epoch, "stopped": self.state.stopped,
+                "train_seconds": round(self.state.train_seconds, 3), "world_size": self.info.world,
+                "noisy_videos": self.noisy_videos,
+                "val": evaluate_model(model, model_cfg, self.ds, self.cfg.val_split, device=self.device),
+                "test": evaluate_model(model, model_cfg, self.ds, self.cfg.test_split, device=self.device),
+            }
+            write_json(self.out / ckpt.RESULTS_FILE, results)
+        barrier(self.info)
+        return ckpt.read_json(self.out / ckpt.RESULTS_FILE)
+
+
+class _Bar:
+    """Rich progress: one bar per epoch with loss, validation accuracy and ETA; silent when disabled."""
+
+    def __init__(self, enabled: bool, title: str, steps: int, epochs: int) -> None:
+        self.enabled, self.title, self.steps, self.epochs = enabled, title, steps, epochs
+        self.progress = None
+        self.task = None
+        self.val = ""
+
+    def __enter__(self) -> "_Bar":
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                     TimeRemainingColumn(), console=Console(stderr=True))
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def start_epoch(self, epoch: int, st: _State) -> None:
+        if self.progress is None:
+            return
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(f"{self.title} epoch {epoch + 1}/{self.epochs}", total=self.steps,
+                                           info=self.val)
+
+    def advance(self, loss: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, info=f"{loss}{self.val}")
+
+    def end_epoch(self, st: _State) -> None:
+        if self.progress is None:
+            return
+        h = st.history[-1]
+        self.val = f" | val {h['val_accuracy']:.1f}% (best epoch {st.best_epoch})"
+        self.progress.update(self.task, info=f"loss {h['train_loss']:.4f}{self.val}")
+        if st.stopped:
+            self.progress.console.print(f"{self.title}: {st.stopped} after epoch {st.epoch}; "
+                                        f"selected epoch {st.best_epoch}")
+
+
+def train(dataset: Any, model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | Path, *,
+          progress: bool = True) -> dict[str, Any]:
+    """Train, select on validation, evaluate on test; write the run directory; return results.json's content."""
+    train_cfg.validate()
+    model_cfg = normalize_config(model_cfg)
+    model_spec(model_cfg.name)  # unknown model: AvelError listing the valid ones
+    if train_cfg.num_threads:
+        torch.set_num_threads(train_cfg.num_threads)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(train_cfg.device, local_rank)
+    if device.type == "cpu" and train_cfg.tune_allocator:
+        tune_cpu_allocator()
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    info = init_from_env(device)
+    try:
+        out = Path(out_dir)
+        doc = {"format": ckpt.RUN_FORMAT, "avel_version": avel.__version__, "model": model_cfg.to_dict(),
+               "train": train_cfg.to_dict(), "data": describe_data(dataset, train_cfg), "world_size": info.world}
+        status = prepare_run_dir(out, doc)
+        barrier(info)
+        if status == "done":
+            return ckpt.read_json(out / ckpt.RESULTS_FILE)
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / ckpt.CONFIG_FILE, doc)
+        barrier(info)
+        trainer = _Trainer(dataset, model_cfg, train_cfg, out, progress=progress, device=device, info=info)
+        return trainer.run(resume=status == "resume")
+    finally:
+        if info.enabled and owns_group:
+            torch.distributed.destroy_process_group()
+
