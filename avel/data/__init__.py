@@ -1,0 +1,1 @@
+"""The AVE data layer: catalog, labels, splits, dataset directories, feature store, AVE-Synth."""
