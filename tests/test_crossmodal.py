@@ -184,7 +184,8 @@ def test_sample_pairs_labels_and_counts():
     mask[0, 2:5] = 1
     mask[1] = 1
     # video 2: no event
-    pairs = sample_pairs(mask, np.random.default_rng(0), shifted_per_positive=2, background=True)
+    pairs = sample_pairs(mask, np.random.default_rng(0), shifted_per_positive=2, background=True,
+                         into_background=False)
     n_pos, n_bg = int(mask.sum()), int((mask == 0).sum())
     assert len(pairs) == n_pos + 2 * n_pos + n_bg
     pos = pairs.same == 1
@@ -199,6 +200,22 @@ def test_sample_pairs_labels_and_counts():
     assert 0 < a_ev.sum() < shifted.sum()  # both modalities get shifted
     bg = (pairs.same == 0) & (pairs.audio_t == pairs.visual_t)
     assert bg.sum() == n_bg and (mask[pairs.video[bg], pairs.audio_t[bg]] == 0).all()
+
+
+def test_shifted_negatives_into_background_pair_event_with_non_event():
+    mask = np.zeros((3, 10))
+    mask[0, 2:5] = 1  # 3 event seconds, 7 background
+    mask[1] = 1  # full length: no background second to move to
+    mask[2, 9] = 1
+    pairs = sample_pairs(mask, np.random.default_rng(1), shifted_per_positive=3, background=False)
+    neg = pairs.same == 0
+    assert neg.sum() == 3 * (3 + 1)  # videos 0 and 2 only
+    a_ev = mask[pairs.video[neg], pairs.audio_t[neg]] == 1
+    v_ev = mask[pairs.video[neg], pairs.visual_t[neg]] == 1
+    assert (a_ev ^ v_ev).all()  # exactly one side is an event second
+    assert not (pairs.video[neg] == 1).any()
+    moved = np.where(a_ev, pairs.visual_t[neg], pairs.audio_t[neg])[pairs.video[neg] == 0]
+    assert set(moved) <= {0, 1, 5, 6, 7, 8, 9}
 
 
 def test_sample_pairs_is_seeded_and_options_work():

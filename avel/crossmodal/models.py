@@ -39,7 +39,7 @@ class CrossModalConfig:
     embed_dim: int = 64  # output size of each branch, R^a and R^v (authors: 64)
     leaky_slope: float = KERAS_LEAKY_ALPHA  # negative slope of the LeakyReLU between the two layers
     distance_eps: float = KERAS_EPSILON  # D = sqrt(max(||R^v - R^a||^2, eps)), as the Keras Lambda layer
-    cca_dim: int = 64  # DCCA only: canonical components kept for the shared space (<= embed_dim)
+    cca_dim: int = 16  # DCCA only: canonical components trained and kept for the shared space (<= embed_dim)
     cca_reg: float = 1e-3  # DCCA only: ridge r added to both covariance diagonals (Andrew et al.'s r1, r2)
 
     def to_dict(self) -> dict[str, Any]:

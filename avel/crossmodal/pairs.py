@@ -4,7 +4,12 @@ A pair is (video n, audio second a, visual second v, label y). y = 1: synchroniz
 the event (a = v, event second). y = 0 comes from two sources, both on by default:
 - shifted: the audio (or, with equal probability, the visual) second of a positive pair is moved
   to another second of the same video. These teach exactly what the sliding window must tell
-  apart: the event's audio against the same video's visual content at other times.
+  apart: the event's audio against the same video's visual content at other times. By default
+  the new second is a background second (`into_background`), so a negative always pairs event
+  content with non-event content; moving to any other second would also pair two event seconds
+  of the same video, whose content is often the same sound and sight, as "mismatched" (label
+  noise; it did not help on AVE-Synth, see docs/crossmodal.md). Videos whose event fills all T
+  seconds then give no shifted negatives.
 - background: synchronized seconds outside the event, the negatives of the authors' cmm_train.py
   (its labels are labels_closs: 1 on event seconds, 0 on background seconds, all pairs synchronized).
 DCCA trains on the positives only (it needs corresponding samples, not labels).
@@ -40,11 +45,12 @@ def positive_pairs(event_mask: np.ndarray) -> Pairs:
 
 
 def sample_pairs(event_mask: np.ndarray, rng: np.random.Generator, shifted_per_positive: int = 1,
-                 background: bool = True) -> Pairs:
+                 background: bool = True, into_background: bool = True) -> Pairs:
     """One epoch of contrastive pairs from (N, T) event masks, in shuffled order.
 
-    Each positive gets `shifted_per_positive` shifted negatives: a uniformly drawn non-zero offset
-    (mod T) applied to the audio or the visual second (coin flip).
+    Each positive gets `shifted_per_positive` shifted negatives: the audio or the visual second
+    (coin flip) is replaced by a uniformly drawn other second of the same video, a background
+    second when `into_background` (positives of full-length events then get none).
     """
     mask = np.asarray(event_mask) > 0.5
     total = mask.shape[1]
@@ -52,7 +58,14 @@ def sample_pairs(event_mask: np.ndarray, rng: np.random.Generator, shifted_per_p
     parts = [pos]
     if shifted_per_positive > 0 and total > 1:
         base = pos.take(np.repeat(np.arange(len(pos)), shifted_per_positive))
-        moved = (base.audio_t + rng.integers(1, total, size=len(base))) % total
+        if into_background:
+            n_bg = (~mask).sum(axis=1)[base.video]  # (P,) background seconds of each pair's video
+            base = base.take(np.flatnonzero(n_bg > 0))
+            n_bg = n_bg[n_bg > 0]
+            bg_first = np.argsort(mask, axis=1, kind="stable")  # (N, T): background seconds first, in time order
+            moved = bg_first[base.video, rng.integers(0, n_bg)]
+        else:
+            moved = (base.audio_t + rng.integers(1, total, size=len(base))) % total
         shift_audio = rng.random(len(base)) < 0.5
         parts.append(Pairs(base.video, np.where(shift_audio, moved, base.audio_t),
                            np.where(shift_audio, base.visual_t, moved), np.zeros(len(base), np.float32)))
