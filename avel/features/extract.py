@@ -6,7 +6,10 @@ Output folder:
   timestamps.h5      avadataset (N, T, 2) float64: [start, end) s of each segment;
                      frame_times (N, T, F) float64: presentation time of every averaged frame
   extractor.json     extractor identity (weights hashes, preprocessing, sizes) + one entry per row
-  Annotations.txt    the extracted rows (in the given file's order) when --annotations is given
+  Annotations.txt    the extracted rows (in the given file's order) when --annotations is given,
+  labels.h5 ...      with their label files (labels, mil_labels, labels_closs; 10-s segments only)
+  *_order*.h5        split files found beside the annotations (the release's), renumbered to the
+                     extracted rows (rows whose video failed are left out)
   videos.txt         the video of each row
   failures.txt       one line per failed video: key, path, reason (only when some failed)
   parts/             per-video results while work is in progress (removed after a clean merge)
@@ -233,8 +236,7 @@ def merge(plan: Plan, out_dir: Path, info: dict, keep_parts: bool = False) -> Me
                 meta_rows.append({"row": i, "source_row": src, "video": key, "duration": float(d["duration"]),
                                   "has_audio": bool(d["has_audio"]), "warnings": json.loads(str(d["warnings"]))})
     if plan.catalog is not None:
-        by_row = {a.row: a for a in plan.catalog.rows}
-        write_text(out_dir / FILES["annotations"], "".join(format_line(by_row[src]) + "\n" for src, _ in rows))
+        write_dataset_files(plan.catalog, [src for src, _ in rows], out_dir, t)
     write_text(out_dir / FILES["videos"], "".join(f"{key}\n" for _, key in rows))
     write_json(out_dir / FILES["extractor"], {**info, "num_segments": t, "frames_per_second": fps,
                                               "rows": meta_rows, "failed_videos": len(failures)})
@@ -242,6 +244,28 @@ def merge(plan: Plan, out_dir: Path, info: dict, keep_parts: bool = False) -> Me
     if not failures and not keep_parts:
         shutil.rmtree(store.dir, ignore_errors=True)
     return MergeResult(rows=len(rows), failures=failures, out_dir=out_dir)
+
+
+def write_dataset_files(catalog: Catalog, source_rows: list[int], out_dir: Path, num_segments: int) -> None:
+    """Annotations.txt, label files and renumbered split files for the extracted rows."""
+    from dataclasses import replace
+
+    from avel.data.catalog import NUM_SEGMENTS
+    from avel.data.labels import write_label_files
+    from avel.data.splits import MATCH_FILES, ORDER_FILES, read_order, write_order
+
+    by_row = {a.row: a for a in catalog.rows}
+    sub = Catalog(rows=tuple(replace(by_row[src], row=i) for i, src in enumerate(source_rows)),
+                  categories=catalog.categories, path=out_dir / FILES["annotations"])
+    write_text(out_dir / FILES["annotations"], "".join(format_line(a) + "\n" for a in sub.rows))
+    if num_segments == NUM_SEGMENTS:  # labels are defined on the 10 AVE seconds
+        write_label_files(sub, out_dir)
+    new_index = {src: i for i, src in enumerate(source_rows)}
+    for name in (*ORDER_FILES.values(), *MATCH_FILES.values()):
+        split = catalog.path.parent / name if catalog.path is not None else None
+        if split is not None and split.is_file():
+            order = read_order(split, len(catalog))
+            write_order(out_dir / name, np.array([new_index[r] for r in order if r in new_index], np.int64))
 
 
 def _write_failures(out_dir: Path, plan: Plan, failures: dict[str, str]) -> None:

@@ -198,7 +198,8 @@ class FeatureExtractor:
             visual += self._visual(pending)
             times += [s.times for s in pending]
             reader = payload
-            audio = self._audio(reader.audio, reader.num_segments)
+            audio = (self._audio(reader.audio, reader.num_segments) if reader.has_audio  # no track: zeros
+                     else np.zeros((reader.num_segments, EMBEDDING_SIZE), np.float32))
             feats = VideoFeatures(audio=audio, visual=np.stack(visual), frame_times=np.stack(times),
                                   duration=float(reader.duration), has_audio=reader.has_audio,
                                   warnings=list(reader.warnings))
