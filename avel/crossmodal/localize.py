@@ -113,10 +113,14 @@ class CrossModalResult:
         return 100.0 * float(np.mean([1.0 / (self.num_segments - v.length + 1) for v in self.videos]))
 
     def to_dict(self, per_video: bool = False) -> dict[str, Any]:
+        """JSON-ready summary (percentages; None where nothing was evaluated)."""
+        def pct(x: float) -> float | None:
+            return None if np.isnan(x) else x
+
         out: dict[str, Any] = {
-            "A2V": self.accuracy("A2V"),
-            "V2A": self.accuracy("V2A"),
-            "chance": self.chance,
+            "A2V": pct(self.accuracy("A2V")),
+            "V2A": pct(self.accuracy("V2A")),
+            "chance": pct(self.chance),
             "evaluated": self.evaluated,
             "skipped": sum(self.skipped.values()),
             "skipped_by_reason": dict(self.skipped),

@@ -177,13 +177,16 @@ def _progress_bar(enabled: bool, total: float, label: str) -> Iterator[Callable[
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("epoch {task.completed:.0f}/{task.total:.0f}"),
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("epoch {task.fields[epoch]}/{task.total:.0f}"),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns) as bar:
-        task = bar.add_task(label, total=total, info="")
+        task = bar.add_task(label, total=total, info="", epoch=0)
+        done = [0.0]  # epochs completed, fractional
 
         def update(advance: float = 0.0, info: str | None = None) -> None:
-            bar.update(task, advance=advance, **({"info": info} if info is not None else {}))
+            done[0] += advance
+            fields = {"info": info} if info is not None else {}
+            bar.update(task, advance=advance, epoch=min(int(done[0] + 1e-6) + 1, int(total)), **fields)
 
         yield update
 
@@ -256,7 +259,8 @@ def train_run(train: CrossModalData, val: CrossModalData, run_dir: str | Path, m
                else "last epoch (the validation split has no evaluable video)",
                "val_score": state["best_score"], "train_videos": len(train), "val_videos": len(val),
                "history": state["history"]}
-    write_json(run_dir / METRICS, _finite(metrics))
+    metrics = _finite(metrics)
+    write_json(run_dir / METRICS, metrics)
     return metrics
 
 
