@@ -111,3 +111,17 @@ def test_learns_a_per_second_labelling():
                 p -= 0.5 * p.grad
     acc = (model(None, visual).logits.argmax(-1) == labels).float().mean().item()
     assert acc > 0.9
+
+
+def test_keras_initialisation_and_dropout_default():
+    model = create_model(ModelConfig(name="ED-TCN"))
+    blocks = [*model.encoder, *model.decoder]
+    assert all(not b.conv.bias.detach().any() for b in blocks) and not model.classifier.bias.detach().any()
+    assert all(b.dropout.p == 0.0 for b in blocks)  # cfg.dropout
+    lea = create_model(ModelConfig(name="ED-TCN", extra={"edtcn_dropout": 0.3}))
+    assert all(b.dropout.p == 0.3 for b in [*lea.encoder, *lea.decoder])
+    # zero biases: ReLU + channel normalisation make the network blind to the input's scale
+    x = torch.rand(2, 10, 512)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(visual=x).logits, model(visual=0.1 * x).logits, atol=1e-4)

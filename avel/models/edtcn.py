@@ -2,7 +2,7 @@
 
 C. Lea, M. D. Flynn, R. Vidal, A. Reiter, G. D. Hager, "Temporal Convolutional Networks for
 Action Segmentation and Detection", CVPR 2017. The encoder-decoder TCN, as in the authors' Keras
-`ED_TCN`: each encoder layer is a 'same' temporal convolution, spatial (channel) dropout 0.3,
+`ED_TCN`: each encoder layer is a 'same' temporal convolution, spatial (channel) dropout,
 ReLU, channel normalisation (divide each time step by its largest absolute activation + 1e-5)
 and max-pooling by 2 in time; each decoder layer upsamples by 2 (repeating each step) and
 applies the same convolution block with the encoder's widths in reverse; a per-time-step linear
@@ -17,6 +17,10 @@ Adaptation to AVE (per-second labels over a 10 s video, on V features):
   10 -> 5 -> 3 in the encoder, 3 -> 6 (crop 5) -> 10 in the decoder. Any T >= 1 works;
 - convolution length 5 s (Lea et al. pick it near the mean action duration; AVE events last a
   few seconds of 10, and 5 is odd so 'same' padding is symmetric);
+- spatial dropout: `cfg.dropout` (0 by default, like every avel model) instead of Lea et al.'s
+  0.3: on 10-step clips dropping whole channels slowed training several-fold on AVE-Synth
+  (docs/models.md); `cfg.extra["edtcn_dropout"] = 0.3` restores their setting;
+- Keras' initialisation (Glorot-uniform weights, zero biases), as their code runs on Keras;
 - 29 output classes (28 events + background), returned as logits; the trainer's softmax and
   cross-entropy replace Keras' softmax + categorical cross-entropy.
 `cfg.extra` may override `edtcn_nodes` (widths), `edtcn_conv_len` and `edtcn_dropout`.
@@ -32,7 +36,7 @@ from avel.models.registry import ModelConfig, ModelOutput, register_model
 
 DEFAULT_NODES = (64, 96)  # encoder widths of Lea et al.'s ED-TCN
 DEFAULT_CONV_LEN = 5  # temporal kernel, seconds
-DEFAULT_DROPOUT = 0.3  # spatial dropout of Lea et al.'s code
+LEA_DROPOUT = 0.3  # spatial dropout of Lea et al.'s code (set edtcn_dropout to it to match them)
 NORM_EPS = 1e-5  # channel normalisation epsilon of Lea et al.'s code
 
 
@@ -65,6 +69,16 @@ class TemporalBlock(nn.Module):
         return channel_norm(F.relu(self.dropout(self.conv(x))))
 
 
+def keras_init(layer: nn.Conv1d | nn.Linear) -> None:
+    """Keras' defaults, as in Lea et al.'s code: Glorot-uniform weights, zero biases.
+
+    With zero biases ReLU + channel normalisation is invariant to the input's scale, so the
+    small-magnitude pooled VGG features are not drowned by random biases at the start.
+    """
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.zeros_(layer.bias)
+
+
 def pool_visual(visual: torch.Tensor) -> torch.Tensor:
     """(B, T, H, W, C) pool5 maps -> (B, T, C) by global average pooling; (B, T, C) passes through."""
     return visual.mean(dim=(2, 3)) if visual.dim() == 5 else visual
@@ -86,6 +100,8 @@ class EDTCN(nn.Module):
             TemporalBlock(rev[max(i - 1, 0)], rev[i], conv_len, dropout) for i in range(len(nodes))
         )
         self.classifier = nn.Linear(nodes[0], num_classes)
+        for layer in [*(b.conv for b in (*self.encoder, *self.decoder)), self.classifier]:
+            keras_init(layer)
 
     def forward(self, audio: torch.Tensor | None = None, visual: torch.Tensor | None = None,
                 **_: torch.Tensor) -> ModelOutput:
@@ -110,5 +126,5 @@ def ed_tcn(cfg: ModelConfig) -> nn.Module:
         num_classes=cfg.num_classes,
         nodes=tuple(cfg.extra.get("edtcn_nodes", DEFAULT_NODES)),
         conv_len=int(cfg.extra.get("edtcn_conv_len", DEFAULT_CONV_LEN)),
-        dropout=float(cfg.extra.get("edtcn_dropout", DEFAULT_DROPOUT)),
+        dropout=float(cfg.extra.get("edtcn_dropout", cfg.dropout)),
     )
