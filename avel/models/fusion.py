@@ -62,16 +62,20 @@ def _two_layer(dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, dim))
 
 
-# --- Kiela et al. 2018 -------------------------------------------------------------------------
+# Registration order = Table 2's column order: Additive MP Gated MB GMU GMB Concat MRN DMRN.
+
+# --- Kiela et al. 2018 (and GMU, Arevalo et al. 2017, which Table 2 places between MB and GMB) -
 # D. Kiela, E. Grave, A. Joulin, T. Mikolov, "Efficient Large-Scale Multi-Modal Classification",
 # AAAI 2018 (arXiv:1802.02892), ref. [36] of the paper. There one modality (text) is fused with
 # continuous image features that are first linearly projected to the text size; here both audio
-# and visual are projected to `out_dim` where their size differs.
+# and visual are projected to `out_dim` where their size differs. The paper's text was not
+# available while writing this; the formulas are the standard forms the method names denote
+# (see docs/models.md), with the audio in the role of the primary modality.
 
 
 @register_fusion("additive")
 class Additive(nn.Module):
-    """Additive fusion (Kiela et al. 2018, "Add"): z = P_a a + P_v v.
+    """Additive fusion (Kiela et al. 2018): z = P_a a + P_v v.
 
     P_a, P_v project to `out_dim` (identity where the size already matches), so two equal-size
     LSTM outputs are simply summed.
@@ -89,7 +93,7 @@ class Additive(nn.Module):
 
 @register_fusion("mp")
 class MaxPooling(nn.Module):
-    """Max-pooling fusion (Kiela et al. 2018, "Max"): z = max(P_a a, P_v v), elementwise."""
+    """Max-pooling fusion (Kiela et al. 2018): z = max(P_a a, P_v v), elementwise."""
 
     def __init__(self, dim_a: int, dim_v: int, out_dim: int) -> None:
         super().__init__()
@@ -103,7 +107,7 @@ class MaxPooling(nn.Module):
 
 @register_fusion("gated")
 class Gated(nn.Module):
-    """Gated fusion (Kiela et al. 2018, "Gated"): z = sigmoid(W_g a + b_g) * P_v v.
+    """Gated fusion (Kiela et al. 2018): z = sigmoid(W_g a + b_g) * P_v v.
 
     One modality produces an elementwise sigmoid gate that switches the other's features on and
     off. The audio is the gating modality, as it guides the visual stream everywhere else in
@@ -122,7 +126,7 @@ class Gated(nn.Module):
 
 @register_fusion("mb")
 class MultimodalBilinear(nn.Module):
-    """Multimodal bilinear fusion (Kiela et al. 2018, "Bilinear"): z_k = a^T W_k v + b_k.
+    """Multimodal bilinear fusion (Kiela et al. 2018): z_k = a^T W_k v + b_k.
 
     A full bilinear tensor W (out_dim x dim_a x dim_v) would hold 16.8 M weights for late fusion
     (256 x 256 x 256), so W is factorised with rank R (default `min(out_dim, 256)`):
@@ -146,27 +150,6 @@ class MultimodalBilinear(nn.Module):
 
     def forward(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return self.P(self.U(a) * self.V(v))  # (..., R) * (..., R) -> (..., out_dim)
-
-
-@register_fusion("gmb")
-class GatedMultimodalBilinear(nn.Module):
-    """Gated multimodal bilinear fusion (Kiela et al. 2018, "Bilinear-gated").
-
-    The gated variant of `mb`: z = sigmoid(W_g a + b_g) * MB(a, v), the audio gate of `gated`
-    applied to the low-rank bilinear joint representation.
-    """
-
-    def __init__(self, dim_a: int, dim_v: int, out_dim: int) -> None:
-        super().__init__()
-        self.out_dim = out_dim
-        self.gate = nn.Linear(dim_a, out_dim)
-        self.bilinear = MultimodalBilinear(dim_a, dim_v, out_dim)
-
-    def forward(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.gate(a)) * self.bilinear(a, v)  # (..., out_dim)
-
-
-# --- other fusions of Table 2 ------------------------------------------------------------------
 
 
 @register_fusion("gmu")
@@ -195,6 +178,27 @@ class GMU(nn.Module):
     def forward(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         h_a, h_v, z = self.parts(a, v)
         return z * h_a + (1.0 - z) * h_v  # (..., out_dim)
+
+
+@register_fusion("gmb")
+class GatedMultimodalBilinear(nn.Module):
+    """Gated multimodal bilinear fusion (Kiela et al. 2018).
+
+    The gated variant of `mb`: z = sigmoid(W_g a + b_g) * MB(a, v), the audio gate of `gated`
+    applied to the low-rank bilinear joint representation.
+    """
+
+    def __init__(self, dim_a: int, dim_v: int, out_dim: int) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.gate = nn.Linear(dim_a, out_dim)
+        self.bilinear = MultimodalBilinear(dim_a, dim_v, out_dim)
+
+    def forward(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.gate(a)) * self.bilinear(a, v)  # (..., out_dim)
+
+
+# --- other fusions of Table 2 ------------------------------------------------------------------
 
 
 @register_fusion("concat")
