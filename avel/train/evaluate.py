@@ -79,7 +79,7 @@ def segment_metrics(pred: np.ndarray, labels: np.ndarray, video_class: np.ndarra
         if sel.any():
             per_class[name] = round(100.0 * float(correct[sel].mean()), 3)
     support = confusion.sum(1)
-    per_label = {names[c]: round(100.0 * confusion[c, c] / support[c], 3) for c in range(C) if support[c]}
+    per_label = {names[c]: round(100.0 * float(confusion[c, c] / support[c]), 3) for c in range(C) if support[c]}
     return {
         "accuracy": round(100.0 * float(correct.mean()), 3),
         "num_videos": int(pred.shape[0]),

@@ -192,7 +192,7 @@ class _Trainer:
             out = model(**batch)
             loss = self.loss_fn(out.logits, target, self.weak)
             if any_rank(not bool(torch.isfinite(loss)), self.info, self.device):
-                self._nan_stop(epoch, step, float(loss))
+                self._nan_stop(epoch, step, loss.item())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -1,0 +1,297 @@
+"""Training, checkpoints, evaluation: repeatability, resume, refusal, NaN stop, metrics by hand.
+
+Mechanics run on a small in-memory dataset with a planted signal (`ArrayDataset`, the AVEDataset
+interface); the CLI, torchrun and the Table 1 orderings run on AVE-Synth directories.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from avel.data.catalog import AVE_CATEGORIES
+from avel.errors import AvelError
+from avel.models.registry import ModelConfig
+from avel.train import checkpoint as ckpt
+from avel.train import trainer as trainer_mod
+from avel.train.config import TrainConfig
+from avel.train.evaluate import attention_hits, evaluate_run, predict, segment_metrics
+from avel.train.trainer import train
+
+T, C = 10, 29
+
+
+class ArrayDataset:
+    """In-memory stand-in with AVEDataset's interface: audio carries the class, the object cell
+    of the visual map carries it too; events are [start, end) spans with background around."""
+
+    def __init__(self, n: int = 36, seed: int = 0, noisy: int = 4) -> None:
+        rng = np.random.default_rng(seed)
+        cls = rng.integers(0, 4, n)  # four categories keep it learnable in a few epochs
+        start = rng.integers(0, 4, n)
+        end = np.minimum(start + rng.integers(3, 8, n), T)
+        mask = ((np.arange(T) >= start[:, None]) & (np.arange(T) < end[:, None])).astype(np.float32)
+        lab = np.where(mask > 0, cls[:, None], C - 1)
+        self.labels = np.eye(C, dtype=np.float32)[lab]
+        self.mil_labels = np.eye(C, dtype=np.float32)[cls]
+        self.event_mask = mask
+        proto_a = rng.normal(size=(C, 128)).astype(np.float32)
+        proto_v = np.abs(rng.normal(size=(C, 512))).astype(np.float32)
+        self.audio = (proto_a[lab] + 0.5 * rng.normal(size=(n, T, 128))).astype(np.float32)
+        cells = rng.integers(0, 49, (n, T))
+        vis = 0.3 * np.abs(rng.normal(size=(n, T, 49, 512))).astype(np.float32)
+        vis[np.arange(n)[:, None], np.arange(T)[None], cells] += proto_v[lab]
+        self.visual = vis.reshape(n, T, 7, 7, 512)
+        self.object_cells = np.where(mask > 0, cells, -1)
+        self.catalog = SimpleNamespace(categories=AVE_CATEGORIES)
+        rows = rng.permutation(n)
+        self._splits = {"train": rows[: n * 2 // 3], "val": rows[n * 2 // 3: n * 5 // 6], "test": rows[n * 5 // 6:]}
+        self.root = None
+        self.is_synthetic = True
+        self.noisy = SimpleNamespace(audio=0.5 * rng.normal(size=(noisy, T, 128)).astype(np.float32),
+                                     visual=0.3 * np.abs(rng.normal(size=(noisy, T, 7, 7, 512))).astype(np.float32),
+                                     labels=np.eye(C, dtype=np.float32)[[C - 1] * noisy])
+
+    def split(self, name: str) -> np.ndarray:
+        return self._splits[name]
+
+
+@pytest.fixture(scope="module")
+def array_ds() -> ArrayDataset:
+    return ArrayDataset()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def quick_cfg(**kw) -> TrainConfig:
+    return TrainConfig(**{"epochs": 3, "patience": 3, "batch_size": 8, "lr": 3e-3, "num_threads": 1, **kw})
+
+
+def weights(run: Path, name: str = ckpt.MODEL_WEIGHTS) -> dict[str, torch.Tensor]:
+    return ckpt.load_tensors(run / name)
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# ---------------------------------------------------------------- metrics by hand
+
+def test_segment_metrics_by_hand() -> None:
+    names = [*AVE_CATEGORIES, "background"]
+    labels = np.array([[0, 0, 28, 28], [1, 1, 1, 28]])
+    pred = np.array([[0, 1, 28, 0], [1, 1, 28, 28]])
+    m = segment_metrics(pred, labels, np.array([0, 1]), names)
+    assert m["accuracy"] == pytest.approx(100 * 5 / 8)
+    assert m["per_class"] == {AVE_CATEGORIES[0]: 50.0, AVE_CATEGORIES[1]: 75.0}  # 2/4 and 3/4 seconds
+    assert m["per_label"][AVE_CATEGORIES[0]] == 50.0  # 1 of 2 seconds labelled 0
+    assert m["per_label"][AVE_CATEGORIES[1]] == pytest.approx(200 / 3, abs=1e-3)
+    assert m["per_label"]["background"] == pytest.approx(200 / 3, abs=1e-3)  # 2 of 3
+    cm = np.array(m["confusion"]["matrix"])
+    assert cm.sum() == 8 and cm[0, 1] == 1 and cm[28, 0] == 1 and cm[1, 28] == 1 and np.trace(cm) == 5
+
+
+def test_attention_hits_by_hand() -> None:
+    att = np.zeros((1, 4, 49))
+    att[0, :, 3] = 1.0  # peaks on cell 3 every second
+    cells = np.array([[3, 3, 5, -1]])
+    mask = np.array([[1, 1, 1, 0]])
+    h = attention_hits(att, cells, mask)
+    assert h["attention_hit_rate"] == pytest.approx(200 / 3, abs=1e-3) and h["attention_seconds"] == 3
+    assert h["attention_chance_rate"] == pytest.approx(100 / 49, abs=1e-3)
+
+
+# ---------------------------------------------------------------- runs
+
+@pytest.fixture(scope="module")
+def av_att_run(tmp_path_factory, array_ds) -> tuple[Path, dict]:
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("runs") / "avatt"
+    return out, train(array_ds, ModelConfig(name="A+V-att", attention_dim=64), quick_cfg(), out, progress=False)
+
+
+def test_run_directory_contents(av_att_run, array_ds) -> None:
+    out, results = av_att_run
+    for f in (ckpt.CONFIG_FILE, ckpt.MODEL_WEIGHTS, ckpt.MODEL_JSON, ckpt.LAST_WEIGHTS, ckpt.LAST_JSON,
+              ckpt.CURVES_CSV, ckpt.CURVES_PNG, ckpt.RESULTS_FILE):
+        assert (out / f).is_file(), f
+    assert not list(out.glob("*.part")) and not list(out.glob(".*"))
+    doc = json.loads((out / ckpt.CONFIG_FILE).read_text())
+    assert doc["model"]["name"] == "A+V-att" and doc["train"]["lr"] == 3e-3 and doc["avel_version"]
+    curves = (out / ckpt.CURVES_CSV).read_text().strip().splitlines()
+    assert curves[0].startswith("epoch,train_loss,val_loss,val_accuracy")
+    assert len(curves) - 1 == results["epochs_run"] == 3
+    assert (out / ckpt.CURVES_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / ckpt.RESULTS_FILE).read_text()) == results
+    test = results["test"]
+    assert set(test) >= {"accuracy", "per_class", "confusion", "attention_hit_rate", "attention_chance_rate"}
+    assert np.array(test["confusion"]["matrix"]).sum() == len(array_ds.split("test")) * T
+    # the selected checkpoint is the epoch with the best validation accuracy
+    rows = [dict(zip(curves[0].split(","), map(float, line.split(",")))) for line in curves[1:]]
+    best = max(rows, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
+    assert results["best_epoch"] == int(best["epoch"])
+
+
+def test_load_run_and_evaluate_reproduce_the_results(av_att_run, array_ds) -> None:
+    out, results = av_att_run
+    model, mcfg, tcfg = ckpt.load_run(out)
+    assert mcfg.name == "A+V-att" and mcfg.attention_dim == 64 and tcfg.lr == 3e-3
+    again = evaluate_run(out, array_ds, split="test")
+    assert again["accuracy"] == results["test"]["accuracy"]
+    assert again["confusion"] == results["test"]["confusion"]
+    # predict() on a longer input (T=23): probabilities per second, attention per second
+    rows = array_ds.split("test")
+    audio = np.concatenate([array_ds.audio[rows]] * 2 + [array_ds.audio[rows][:, :3]], axis=1)
+    visual = np.concatenate([array_ds.visual[rows]] * 2 + [array_ds.visual[rows][:, :3]], axis=1)
+    probs, att = predict(model, audio, visual, batch_size=2)
+    assert probs.shape == (len(rows), 23, C) and att.shape == (len(rows), 23, 49)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    with torch.no_grad():
+        ref = torch.softmax(model(torch.from_numpy(audio), torch.from_numpy(visual)).logits, -1).numpy()
+    np.testing.assert_allclose(probs, ref, rtol=1e-4, atol=1e-6)
+
+
+def test_seeded_runs_are_bit_identical_and_seed_matters(tmp_path, array_ds) -> None:
+    cfg = quick_cfg(epochs=2)
+    r1 = train(array_ds, ModelConfig(name="A"), cfg, tmp_path / "a", progress=False)
+    r2 = train(array_ds, ModelConfig(name="A"), cfg, tmp_path / "b", progress=False)
+    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    assert (tmp_path / "a" / ckpt.CURVES_CSV).read_text().split("\n")[1].split(",")[:4] == \
+        (tmp_path / "b" / ckpt.CURVES_CSV).read_text().split("\n")[1].split(",")[:4]
+    assert r1["test"] == r2["test"]
+    train(array_ds, ModelConfig(name="A"), quick_cfg(epochs=2, seed=1), tmp_path / "c", progress=False)
+    w1, w3 = weights(tmp_path / "a"), weights(tmp_path / "c")
+    assert any(not torch.equal(w1[k], w3[k]) for k in w1)
+
+
+def test_interrupted_run_resumes_bit_identically(tmp_path, array_ds, monkeypatch) -> None:
+    cfg = quick_cfg(epochs=4, patience=10)
+    model_cfg = ModelConfig(name="A+V", dropout=0.2)  # dropout: the RNG state must survive the resume
+    train(array_ds, model_cfg, cfg, tmp_path / "full", progress=False)
+
+    original = trainer_mod._Trainer._end_epoch
+
+    def end_then_crash(self, *args, **kw):
+        original(self, *args, **kw)
+        if self.state.epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod._Trainer, "_end_epoch", end_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(array_ds, model_cfg, cfg, tmp_path / "resumed", progress=False)
+    assert not (tmp_path / "resumed" / ckpt.RESULTS_FILE).exists()
+    monkeypatch.setattr(trainer_mod._Trainer, "_end_epoch", original)
+    epochs_seen = []
+    monkeypatch.setattr(trainer_mod._Trainer, "_train_epoch",
+                        lambda self, m, o, epoch, bar, f=trainer_mod._Trainer._train_epoch:
+                        epochs_seen.append(epoch) or f(self, m, o, epoch, bar))
+    results = train(array_ds, model_cfg, cfg, tmp_path / "resumed", progress=False)
+    assert epochs_seen == [2, 3]  # only the missing epochs ran
+    assert results["epochs_run"] == 4
+    assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "resumed"))
+    assert_same_weights(weights(tmp_path / "full", ckpt.LAST_WEIGHTS), weights(tmp_path / "resumed", ckpt.LAST_WEIGHTS))
+
+
+def test_finished_run_is_returned_not_retrained(av_att_run, array_ds, monkeypatch) -> None:
+    out, results = av_att_run
+    monkeypatch.setattr(trainer_mod._Trainer, "run", lambda *a, **k: pytest.fail("retrained a finished run"))
+    # a runtime-only field (threads) may differ
+    assert train(array_ds, ModelConfig(name="A+V-att", attention_dim=64), quick_cfg(num_threads=2), out,
+                 progress=False) == results
+
+
+def test_incompatible_or_foreign_directories_are_refused(av_att_run, array_ds, tmp_path) -> None:
+    out, _ = av_att_run
+    with pytest.raises(AvelError, match=r"different run.*train\.lr"):
+        train(array_ds, ModelConfig(name="A+V-att", attention_dim=64), quick_cfg(lr=1e-4), out, progress=False)
+    with pytest.raises(AvelError, match=r"model\.name"):
+        train(array_ds, ModelConfig(name="A"), quick_cfg(), out, progress=False)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(AvelError, match="holds no avel run"):
+        train(array_ds, ModelConfig(name="A"), quick_cfg(), foreign, progress=False)
+    assert (foreign / "notes.txt").read_text() == "mine" and len(list(foreign.iterdir())) == 1
+
+
+def test_load_run_errors(av_att_run, tmp_path) -> None:
+    import shutil
+
+    out, _ = av_att_run
+    with pytest.raises(AvelError, match="run directory not found"):
+        ckpt.load_run(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AvelError, match="not an avel run directory"):
+        ckpt.load_run(tmp_path / "empty")
+    bad = tmp_path / "future"
+    shutil.copytree(out, bad)
+    doc = json.loads((bad / ckpt.CONFIG_FILE).read_text())
+    (bad / ckpt.CONFIG_FILE).write_text(json.dumps({**doc, "format": 99}))
+    with pytest.raises(AvelError, match="run format 99"):
+        ckpt.load_run(bad)
+    (bad / ckpt.CONFIG_FILE).write_text(json.dumps(doc))
+    mdoc = json.loads((bad / ckpt.MODEL_JSON).read_text())
+    (bad / ckpt.MODEL_JSON).write_text(json.dumps({**mdoc, "model": {**mdoc["model"], "hidden": 64}}))
+    with pytest.raises(AvelError, match="weights do not match"):
+        ckpt.load_run(bad)
+    (bad / ckpt.MODEL_JSON).write_text(json.dumps({**mdoc, "model": {**mdoc["model"], "wings": 2}}))
+    with pytest.raises(AvelError, match="unknown fields"):
+        ckpt.load_run(bad)
+    (bad / ckpt.MODEL_JSON).write_text(json.dumps(mdoc))
+    (bad / ckpt.MODEL_WEIGHTS).write_bytes(b"\x00" * 10)
+    with pytest.raises(AvelError, match="safetensors"):
+        ckpt.load_run(bad)
+
+
+def test_nan_loss_stops_clearly_and_keeps_last_good_checkpoint(tmp_path, array_ds, monkeypatch) -> None:
+    calls = {"n": 0}
+    real = trainer_mod.LOSSES["ce"]
+    steps_per_epoch = -(-len(array_ds.split("train")) // 8)
+
+    def poisoned(logits, target, weak):
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] > 2 * steps_per_epoch:  # third epoch
+                return real(logits, target, weak) * float("nan")
+        return real(logits, target, weak)
+
+    monkeypatch.setitem(trainer_mod.LOSSES, "ce", poisoned)
+    out = tmp_path / "nan"
+    with pytest.raises(AvelError, match=r"loss became nan at epoch 3.*last good checkpoint"):
+        train(array_ds, ModelConfig(name="A"), quick_cfg(epochs=5, patience=5), out, progress=False)
+    model, _, _ = ckpt.load_run(out)  # the checkpoint of epochs 1-2 is intact and loads
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert len((out / ckpt.CURVES_CSV).read_text().strip().splitlines()) == 3  # header + 2 good epochs
+    assert not (out / ckpt.RESULTS_FILE).exists()
+
+
+def test_weak_training_uses_video_labels_and_background_videos(tmp_path, array_ds, monkeypatch) -> None:
+    seen = []
+    real = trainer_mod.LOSSES["ce"]
+
+    def spy(logits, target, weak):
+        if torch.is_grad_enabled():
+            seen.append((tuple(target.shape), weak, target[:, C - 1].sum().item()))
+        return real(logits, target, weak)
+
+    monkeypatch.setitem(trainer_mod.LOSSES, "ce", spy)
+    results = train(array_ds, ModelConfig(name="A", weak=True), quick_cfg(epochs=1), tmp_path / "w", progress=False)
+    assert results["model"] == "W-A" and results["noisy_videos"] == 4
+    assert all(len(shape) == 2 and weak for shape, weak, _ in seen)  # video-level (B, C) targets
+    n_train = len(array_ds.split("train"))
+    assert sum(shape[0] for shape, _, _ in seen) == n_train + 4
+    assert sum(bg for *_, bg in seen) == 4  # the 4 background-only videos, labelled background
+    assert results["test"]["num_seconds"] == len(array_ds.split("test")) * T  # scored per second
