@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory to write")
     t.add_argument("--method", choices=("avdln", "dcca"), default="avdln", help="network and objective (avdln)")
     t.add_argument("--epochs", type=int, default=None, help="epochs (20)")
-    t.add_argument("--batch-size", type=int, default=None, help="AVDLN pairs per step (64)")
+    t.add_argument("--batch-size", type=int, default=None, help="AVDLN pairs per step (8)")
     t.add_argument("--lr", type=float, default=None, help="Adam learning rate (1e-3)")
     t.add_argument("--seed", type=int, default=None, help="random seed (0)")
     t.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
