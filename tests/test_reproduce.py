@@ -57,8 +57,8 @@ class FakeBackend:
                        run_table3=self.run_table3, figures=lambda **kw: [])
 
     @staticmethod
-    def make_train_config(seed: int, device: str, max_epochs: int | None) -> dict:
-        return {"seed": seed, "device": device, "epochs": 30 if max_epochs is None else max_epochs}
+    def make_train_config(seed: int, device: str, overrides: dict) -> dict:
+        return {"seed": seed, "epochs": 30, **overrides}
 
     def train(self, ds, model_kwargs, train_cfg, run_dir: Path) -> dict:
         """Like avel.train.trainer.train: resumes a run directory it started (epochs.txt counts epochs)."""

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="report directory")
     p.add_argument("--seeds", type=int, default=None, help="training runs per cell (default 3; --quick: 2)")
     p.add_argument("--quick", action="store_true",
-                   help="small AVE-Synth, 2 seeds, few epochs: the whole pipeline in minutes on a laptop CPU")
+                   help="small AVE-Synth, 2 seeds, 3 epochs at batch 16: the whole pipeline in minutes on 2 CPU cores")
     p.add_argument("--only", default=None, metavar="SECTIONS",
                    help="comma-separated subset of: table1, table2, supp_table1, supp_table3, edtcn, table3")
     p.add_argument("--cells", default=None, metavar="KEYS",
@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="AVE-Synth size when generating (default 4143, the release's; --quick: 280)")
     p.add_argument("--epochs", type=int, default=None, help="cap on training epochs per run")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per run (default: torch's; 1 is faster on a busy machine)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=_reproduce)
 
@@ -37,7 +39,7 @@ def _reproduce(args: argparse.Namespace) -> int:
                    sections=parse_sections(args.only),
                    cells=None if args.cells is None else tuple(k.strip() for k in args.cells.split(",") if k.strip()),
                    videos=args.videos, epochs=args.epochs,
-                   device=args.device, progress=not args.quiet)
+                   device=args.device, threads=args.threads, progress=not args.quiet)
     results = reproduce(opts)
     t = results["timing"]
     print(f"{t['runs_trained']} runs trained, {t['runs_reused']} reused, {t['wall_seconds']:.0f} s")

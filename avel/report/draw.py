@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from avel.data.catalog import AVE_CATEGORIES, SHORT_NAMES
-from avel.report import figures
+from avel.report import figures, paper
 from avel.report.cells import Cell
 from avel.report.results import summarize
 
@@ -45,10 +45,14 @@ def draw_per_category(out: Path, ds: Any, records: dict[str, list[dict]]) -> dic
     if not series:
         return None
     rel = f"{FIGURES_DIR}/per_category.png"
-    figures.per_category_bars(out / rel, short_names(ds), series)
+    published = {ours: paper.SUPP_TABLE1[row] for row, ours in paper.SUPP_TABLE1_MODELS.items() if ours in series}
+    if tuple(ds.catalog.categories) != AVE_CATEGORIES:
+        published = {}
+    figures.per_category_bars(out / rel, short_names(ds), series, reference=published)
+    ticks = f"; black ticks: the supplement's Table 1 for {', '.join(published)}" if published else ""
     return {"title": "Per-category accuracy", "path": rel,
             "caption": f"Test accuracy of each event category for {', '.join(series)} (mean over seeds, "
-                       "error bars: standard deviation), as in the supplement's Table 1."}
+                       f"error bars: standard deviation){ticks}."}
 
 
 def read_curve(run_dir: Path, column: str = "val_accuracy") -> tuple[list[int], list[float]] | None:

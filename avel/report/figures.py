@@ -35,8 +35,12 @@ def _save(fig, path: Path) -> None:
 
 
 def per_category_bars(path: str | Path, categories: Sequence[str],
-                      series: Mapping[str, tuple[Sequence[float | None], Sequence[float | None]]]) -> Path:
-    """Grouped bars: for each category, one bar per series (label -> (means, stds)), std as error bars."""
+                      series: Mapping[str, tuple[Sequence[float | None], Sequence[float | None]]],
+                      reference: Mapping[str, Sequence[float]] | None = None) -> Path:
+    """Grouped bars: for each category, one bar per series (label -> (means, stds)), std as error bars.
+
+    `reference` (series label -> published values) draws the paper's number as a black tick on that bar.
+    """
     plt = _plt()
     path = Path(path)
     n = len(series)
@@ -46,7 +50,11 @@ def per_category_bars(path: str | Path, categories: Sequence[str],
     for i, (label, (means, stds)) in enumerate(series.items()):
         m = np.array([np.nan if v is None else v for v in means], dtype=float)
         s = np.array([0.0 if v is None else v for v in stds], dtype=float)
-        ax.bar(x - BAR_GROUP_WIDTH / 2 + (i + 0.5) * width, np.nan_to_num(m), width, yerr=s, label=label, capsize=1.5)
+        xs = x - BAR_GROUP_WIDTH / 2 + (i + 0.5) * width
+        ax.bar(xs, np.nan_to_num(m), width, yerr=s, label=label, capsize=1.5)
+        if reference and label in reference:
+            ax.hlines(reference[label], xs - width / 2, xs + width / 2, colors="black", linewidth=1.2,
+                      label="paper" if i == min(j for j, k in enumerate(series) if k in reference) else None)
     ax.set_xticks(x)
     ax.set_xticklabels(categories, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("test accuracy (%)")

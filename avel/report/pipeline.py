@@ -36,7 +36,7 @@ SYNTH_SEED = 0  # AVE-Synth generator seed (the data stay fixed across training 
 DEFAULT_SEEDS = 3  # runs per cell of a full reproduction
 QUICK_VIDEOS = 280  # AVE-Synth rows (10 per category)
 QUICK_SEEDS = 2  # the smallest number that gives a standard deviation
-QUICK_MAX_EPOCHS = 8  # cap on training epochs per run
+QUICK_TRAIN = {"epochs": 3, "batch_size": 16}  # few epochs; small batches so they still make enough Adam steps
 ATTENTION_FIG_VIDEOS = 4  # rows of the attention-map grid (paper Figure 5 shows a grid of examples)
 
 
@@ -47,12 +47,13 @@ class Options:
     out: Path  # report directory
     data: Path | None = None  # dataset directory; None = generate AVE-Synth into out/data
     seeds: int | None = None  # training runs per cell (seeds 0..seeds-1); None = DEFAULT_SEEDS (quick: QUICK_SEEDS)
-    quick: bool = False  # small AVE-Synth, QUICK_SEEDS seeds, at most QUICK_MAX_EPOCHS epochs
+    quick: bool = False  # small AVE-Synth, QUICK_SEEDS seeds, QUICK_TRAIN settings
     sections: tuple[str, ...] = C.SECTIONS  # which tables to produce (--only)
     cells: tuple[str, ...] | None = None  # restrict training to these cell keys (--cells); None = all
     videos: int | None = None  # AVE-Synth size when generating; None = synth's full size (quick: QUICK_VIDEOS)
     epochs: int | None = None  # override the training config's epoch cap
     device: str = "cpu"
+    threads: int | None = None  # torch CPU threads per training run (None: torch's default)
     progress: bool = True
 
 
@@ -91,14 +92,18 @@ def _generate_synth(out: Path, videos: int, seed: int, progress: bool) -> Path:
     return generate(out, videos=videos, seed=seed, audio_maps=True, progress=progress)
 
 
-def _make_train_config(seed: int, device: str, max_epochs: int | None) -> Any:
+def _make_train_config(seed: int, device: str, overrides: dict[str, Any]) -> Any:
+    """avel.train's defaults with the seed, device and any overrides (e.g. --quick's epochs)."""
     from avel.train.config import TrainConfig
 
-    cfg = TrainConfig()
-    changes: dict[str, Any] = {"seed": seed, "device": device}
-    if max_epochs is not None:
-        changes["epochs"] = min(max_epochs, cfg.epochs)
-    return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if hasattr(cfg, k)})
+    cfg = dataclasses.replace(TrainConfig(), seed=seed, device=device, **overrides)
+    cfg.validate()
+    return cfg
+
+
+def result_fields(cfg: Any) -> dict[str, Any]:
+    """The training settings that change a run's numbers (not device or thread count)."""
+    return cfg.result_fields() if hasattr(cfg, "result_fields") else dict(cfg)
 
 
 def _train(dataset: Any, model_kwargs: dict, train_cfg: Any, run_dir: Path) -> dict:
@@ -186,13 +191,12 @@ def _synth_full_size() -> int:
 
 def cell_job(cell: C.Cell, seed: int, ds: Any, data_fp: str, opts: Options, backend: Backend) -> Job:
     """One training + test-evaluation run of a cell."""
-    max_epochs = opts.epochs if opts.epochs is not None else (QUICK_MAX_EPOCHS if opts.quick else None)
-    train_cfg = backend.make_train_config(seed=seed, device=opts.device, max_epochs=max_epochs)
+    train_cfg = backend.make_train_config(seed=seed, device=opts.device, overrides=train_overrides(opts))
     model_kwargs = cell.model_kwargs()
     if cell.needs_audio_map:
         model_kwargs["audio_map_shape"] = tuple(int(x) for x in ds.audio_map.shape[2:])
     run_dir = opts.out / RUNS_DIR / cell.slug / f"seed{seed}"
-    fp = {"model": model_kwargs, "train": _as_dict(train_cfg), "data": data_fp}
+    fp = {"model": model_kwargs, "train": result_fields(train_cfg), "data": data_fp}
 
     def execute(run_dir: Path) -> dict[str, Any]:
         return run_record(backend.train(ds, model_kwargs, train_cfg, run_dir), list(ds.catalog.categories),
@@ -216,10 +220,16 @@ def table3_job(seed: int, ds: Any, data_fp: str, opts: Options, backend: Backend
                resumes=True)
 
 
-def _as_dict(cfg: Any) -> dict:
-    if dataclasses.is_dataclass(cfg):
-        return dataclasses.asdict(cfg)
-    return dict(cfg)
+def train_overrides(opts: Options) -> dict[str, Any]:
+    """Training settings that differ from avel.train's defaults: --quick's, then --epochs."""
+    out: dict[str, Any] = dict(QUICK_TRAIN) if opts.quick else {}
+    if opts.threads is not None:
+        out["num_threads"] = opts.threads  # a runtime field: not part of the fingerprint
+    if opts.epochs is not None:
+        if opts.epochs < 1:
+            raise AvelError(f"--epochs must be at least 1, got {opts.epochs}")
+        out["epochs"] = opts.epochs
+    return out
 
 
 def _float(x: Any) -> float | None:
@@ -275,8 +285,8 @@ def reproduce(opts: Options, backend: Backend | None = None) -> dict[str, Any]:
 
     summaries_for_figs = {c.key: stats.records.get(c.key, []) for c in cells}
     figures = backend.figures(out=opts.out, dataset=ds, cells=cells, records=summaries_for_figs)
-    train_settings = {k: v for k, v in _as_dict(jobs[0].fingerprint["train"]).items() if k != "seed"} \
-        if jobs and "train" in jobs[0].fingerprint else {}
+    train_settings = next(({k: v for k, v in j.fingerprint["train"].items() if k != "seed"}
+                           for j in jobs if "train" in j.fingerprint), {})
     results = build_results(
         dataset=info,
         settings={"seeds": seeds, "quick": opts.quick, "sections": list(opts.sections), "train": train_settings,
