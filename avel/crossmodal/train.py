@@ -41,7 +41,7 @@ class CrossModalTrainConfig:
 
     epochs: int = 20  # passes over the training pairs (authors: 20)
     batch_size: int = 8  # AVDLN: pairs per Adam step (authors: 8; small data needs the many steps, see docs)
-    dcca_batch_size: int = 1024  # DCCA: synchronized pairs per step; covariances need many more than embed_dim
+    dcca_batch_size: int = 256  # DCCA: synchronized pairs per step (covariance estimates need several x embed_dim)
     lr: float = 1e-3  # Adam learning rate (Keras' default, as the authors)
     weight_decay: float = 0.0  # Adam L2 penalty
     margin: float = CONTRASTIVE_MARGIN  # contrastive margin th of eq. 10 (supplement: 2.0)
