@@ -15,3 +15,18 @@ def release() -> Path:
     if not RELEASE.is_dir():
         pytest.skip(f"{RELEASE} not found (the authors' release must sit beside the clone)")
     return RELEASE
+
+
+TINY_SYNTH = {"videos": 120, "seed": 0, "categories": 6}  # ~0.25 GB visual file, generated in about a second
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small AVE-Synth directory shared by the whole session (do not modify it; copy if needed).
+
+    120 videos over the first 6 AVE categories (20 per category, so models learn at this size),
+    5 background-only videos, seed 0. Open it with `avel.data.dataset.AVEDataset.open(path)`.
+    """
+    from avel.data.synth import generate
+
+    return generate(tmp_path_factory.mktemp("tiny_synth") / "ave-synth", progress=False, **TINY_SYNTH)
