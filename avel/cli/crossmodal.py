@@ -60,7 +60,7 @@ def _train(args: argparse.Namespace) -> int:
     train_cfg = CrossModalTrainConfig(**{f: getattr(args, o) for o, f in TRAIN_OPTIONS.items()
                                          if getattr(args, o) is not None})
     train_cfg.validate()
-    ds = open_dataset(args.data)
+    ds = open_dataset(args.data, progress=not args.quiet)
     train, val = CrossModalData.from_dataset(ds, "train_match"), CrossModalData.from_dataset(ds, "val_match")
     metrics = train_run(train, val, args.out, CrossModalConfig(method=args.method), train_cfg,
                         device=str(device), progress=not args.quiet)
@@ -87,7 +87,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         model, cfg = load_model(args.run_dir, device)
         source = f"{cfg['model']['method'].upper()}, run {args.run_dir}"
-    ds = open_dataset(args.data)
+    ds = open_dataset(args.data, progress=not args.json)  # keep stdout pure JSON
     data = CrossModalData.from_dataset(ds, args.split)
     result = evaluate_model(model, data, device)
     out = {"model": source, "data": str(args.data), "split": data.name, **result.to_dict(per_video=args.per_video)}

@@ -48,13 +48,16 @@ class CrossModalData:
                    rows=rows, name=split)
 
 
-def open_dataset(root: str | Path | Any) -> Any:
-    """An AVEDataset from a directory (or the dataset itself when one is passed)."""
+def open_dataset(root: str | Path | Any, progress: bool = True) -> Any:
+    """An AVEDataset from a directory (or the dataset itself when one is passed).
+
+    `progress`: show the feature cache's progress bar when a first use converts the features.
+    """
     if not isinstance(root, (str, Path)):
         return root
     from avel.data.dataset import AVEDataset
 
-    return AVEDataset.open(root)
+    return AVEDataset.open(root, progress=progress)
 
 
 def check_dims(data: CrossModalData, audio_dim: int, visual_dim: int, where: Any = None) -> None:

@@ -27,7 +27,7 @@ def run_table3(dataset: Any, out_dir: str | Path, *, seed: int = 0, progress: bo
     ...} (accuracies in percent) and writes it to `out_dir/table3.json`.
     """
     out_dir = Path(out_dir)
-    ds = open_dataset(dataset)
+    ds = open_dataset(dataset, progress=progress)
     train, val, test = (CrossModalData.from_dataset(ds, s) for s in ("train_match", "val_match", "test_match"))
     train_cfg = CrossModalTrainConfig(seed=seed, **({"epochs": QUICK_EPOCHS} if quick else {}))
     result: dict[str, Any] = {}
