@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from avel.data.catalog import SHORT_NAMES
+from avel.data.catalog import AVE_CATEGORIES, SHORT_NAMES
 from avel.report import cells as C
 from avel.report import figures, paper
 from avel.report.markdown import SYNTH_WARNING, fmt_entry, render_report, render_table
@@ -80,11 +80,12 @@ def _runs(accs, per_class=None, hit=None):
              "attention_chance": None if hit is None else 2.0408, "seconds": 1.0} for s, a in enumerate(accs)]
 
 
-def _build(runs_by_key, sections=("table1",), synthetic=True, audio_maps=True, table3=None):
+def _build(runs_by_key, sections=("table1",), synthetic=True, audio_maps=True, table3=None, categories=None):
     cells = C.cells_for(sections, audio_maps=audio_maps)
     return build_results(
         dataset={"name": "AVE-Synth" if synthetic else "AVE", "root": "/d", "synthetic": synthetic,
-                 "videos": 280, "splits": {"train": 224, "val": 28, "test": 28}, "audio_maps": audio_maps},
+                 "videos": 280, "splits": {"train": 224, "val": 28, "test": 28}, "audio_maps": audio_maps,
+                 "categories": list(categories or AVE_CATEGORIES)},
         settings={"seeds": [0, 1, 2], "quick": False}, sections=sections, cells=cells,
         cell_runs=runs_by_key, table3_runs=table3)
 
@@ -169,6 +170,14 @@ def test_per_category_table_and_attention():
     assert _line(md, "mand.").startswith("| mand. | 27.0 ± 0.0 | 64.7 |")
     assert res["attention"] == [{"label": "A+V-att", "hit_rate": {"mean": 80.0, "std": 0.0, "n": 2}, "chance": 2.0408}]
     assert "| A+V-att | 80.0 ± 0.0 | 2.0 |" in md
+    # A dataset with a subset of the categories (AVE-Synth --categories 3): one row each, paper values by name.
+    sub = [AVE_CATEGORIES[k] for k in (2, 0, 27)]
+    md = render_report(_build({"A": _runs([50.0], per_class=[10.0, 20.0, 30.0])}, sections=("supp_table1",),
+                              categories=sub))
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and "avel" not in ln]
+    assert rows == ["| dog | 10.0 | 49.4 | not run | 44.1 | not run | 55.3 | not run |",
+                    "| bell | 20.0 | 83.9 | not run | 76.7 | not run | 84.4 | not run |",
+                    "| mand. | 30.0 | 64.7 | not run | 41.3 | not run | 63.3 | not run |"]
 
 
 def test_table3_mean_std_and_chance():

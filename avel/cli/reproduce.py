@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated cells to train, as the report names them (e.g. 'A,V-att,A+V-att gmu early')")
     p.add_argument("--videos", type=int, default=None,
                    help="AVE-Synth size when generating (default 4143, the release's; --quick: 280)")
+    p.add_argument("--categories", type=int, default=None,
+                   help="AVE-Synth categories when generating (default all 28; at least 10 videos each)")
     p.add_argument("--epochs", type=int, default=None, help="cap on training epochs per run")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--threads", type=int, default=None,
@@ -38,7 +40,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     opts = Options(out=args.out, data=args.data, seeds=args.seeds, quick=args.quick,
                    sections=parse_sections(args.only),
                    cells=None if args.cells is None else tuple(k.strip() for k in args.cells.split(",") if k.strip()),
-                   videos=args.videos, epochs=args.epochs,
+                   videos=args.videos, categories=args.categories,
+                   epochs=args.epochs,
                    device=args.device, threads=args.threads, progress=not args.quiet)
     results = reproduce(opts)
     t = results["timing"]

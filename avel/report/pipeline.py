@@ -51,6 +51,7 @@ class Options:
     sections: tuple[str, ...] = C.SECTIONS  # which tables to produce (--only)
     cells: tuple[str, ...] | None = None  # restrict training to these cell keys (--cells); None = all
     videos: int | None = None  # AVE-Synth size when generating; None = synth's full size (quick: QUICK_VIDEOS)
+    categories: int | None = None  # AVE-Synth categories when generating; None = all 28
     epochs: int | None = None  # override the training config's epoch cap
     device: str = "cpu"
     threads: int | None = None  # torch CPU threads per training run (None: torch's default)
@@ -80,16 +81,21 @@ class Backend:
 # --------------------------------------------------------------------------- default backend
 
 
-def _open_dataset(root: Path) -> Any:
+def _open_dataset(root: Path, progress: bool) -> Any:
+    """Open the dataset and fill its feature cache now, so the cache's own progress bar runs before
+    (not inside) the reproduction's display."""
     from avel.data.dataset import AVEDataset
 
-    return AVEDataset.open(root)
+    ds = AVEDataset.open(root, progress=progress)
+    for name in ("audio", "visual", "visual_vec", "audio_map", "noisy"):
+        getattr(ds, name)
+    return ds
 
 
-def _generate_synth(out: Path, videos: int, seed: int, progress: bool) -> Path:
+def _generate_synth(out: Path, videos: int, categories: int, seed: int, progress: bool) -> Path:
     from avel.data.synth import generate
 
-    return generate(out, videos=videos, seed=seed, audio_maps=True, progress=progress)
+    return generate(out, videos=videos, categories=categories, seed=seed, audio_maps=True, progress=progress)
 
 
 def _make_train_config(seed: int, device: str, overrides: dict[str, Any]) -> Any:
@@ -148,7 +154,7 @@ def dataset_info(ds: Any, root: Path) -> dict[str, Any]:
     splits = {s: int(len(ds.split(s))) for s in ("train", "val", "test")}
     synthetic = bool(getattr(ds, "is_synthetic", False))
     return {"name": "AVE-Synth" if synthetic else "AVE", "root": str(root), "synthetic": synthetic,
-            "videos": int(len(ds.catalog)), "splits": splits,
+            "videos": int(len(ds.catalog)), "splits": splits, "categories": list(ds.catalog.categories),
             "audio_maps": getattr(ds, "audio_map", None) is not None}
 
 
@@ -165,19 +171,23 @@ def data_fingerprint(ds: Any) -> str:
 def prepare_data(opts: Options, backend: Backend) -> tuple[Any, Path]:
     """Open --data, or generate AVE-Synth (with audio maps) into out/data, reusing a finished one."""
     if opts.data is not None:
-        return backend.open_dataset(opts.data), opts.data
+        return backend.open_dataset(opts.data, progress=opts.progress), opts.data
     root = opts.out / DATA_DIR
-    videos = opts.videos or (QUICK_VIDEOS if opts.quick else _synth_full_size())
+    from avel.data.catalog import NUM_EVENT_CLASSES
     from avel.data.synth import read_marker
 
+    videos = opts.videos or (QUICK_VIDEOS if opts.quick else _synth_full_size())
+    categories = opts.categories or NUM_EVENT_CLASSES
     marker = read_marker(root) if root.is_dir() else None
-    if marker is not None and (marker.get("videos") != videos or not marker.get("audio_maps")):
-        raise AvelError(f"holds AVE-Synth with {marker.get('videos')} videos (audio maps: "
-                        f"{marker.get('audio_maps')}), this run needs {videos} with audio maps; "
-                        "use another --out or pass --videos to match", root)
+    want = {"videos": videos, "categories": categories, "audio_maps": True, "seed": SYNTH_SEED}
+    if marker is not None and any(marker.get(k, NUM_EVENT_CLASSES if k == "categories" else None) != v
+                                  for k, v in want.items()):
+        have = {k: marker.get(k) for k in want}
+        raise AvelError(f"holds AVE-Synth {have}, this run needs {want}; use another --out or pass "
+                        "--videos/--categories to match", root)
     if marker is None:
-        backend.generate_synth(root, videos=videos, seed=SYNTH_SEED, progress=opts.progress)
-    return backend.open_dataset(root), root
+        backend.generate_synth(root, videos=videos, categories=categories, seed=SYNTH_SEED, progress=opts.progress)
+    return backend.open_dataset(root, progress=opts.progress), root
 
 
 def _synth_full_size() -> int:

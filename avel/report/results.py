@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from avel import __version__
-from avel.data.catalog import SHORT_NAMES
+from avel.data.catalog import AVE_CATEGORIES, SHORT_NAMES
 from avel.report import cells as C
 from avel.report import paper
 
@@ -65,7 +65,8 @@ def summarize_cell(cell: C.Cell, runs: list[dict]) -> dict[str, Any]:
 def _measured(cells: dict[str, dict], key: str, category: int | None = None) -> dict | None:
     if key not in cells:
         return dict(NOT_RUN)
-    s = cells[key]["summary"] if category is None else (cells[key]["per_class"] or [None] * (category + 1))[category]
+    per_class = cells[key]["per_class"] or []
+    s = cells[key]["summary"] if category is None else (per_class[category] if category < len(per_class) else None)
     return dict(NOT_RUN) if s is None else {**s, "cell": key}
 
 
@@ -106,13 +107,14 @@ def _supp_table1(cells: dict[str, dict], ctx: dict) -> dict:
     ours = ["A", "V", "A+V", "A+V-att"]
     published = {"A": "A", "V": "Vs", "A+V": "AVs"}  # our model -> supplement row
     rows = []
-    for k, name in enumerate(SHORT_NAMES):
+    for k, category in enumerate(ctx["categories"]):  # the dataset's categories, in class order
+        ave = AVE_CATEGORIES.index(category) if category in AVE_CATEGORIES else None
         entries = []
         for m in ours:
             entries.append(_measured(cells, m, k))
             if m in published:
-                entries.append(_paper(paper.SUPP_TABLE1[published[m]][k]))
-        rows.append({"label": name, "entries": entries})
+                entries.append(None if ave is None else _paper(paper.SUPP_TABLE1[published[m]][ave]))
+        rows.append({"label": category if ave is None else SHORT_NAMES[ave], "entries": entries})
     header = ["Category", "A avel", "A paper", "V avel", "Vs paper", "A+V avel", "AVs paper", "A+V-att avel"]
     return {"title": "Supplement Table 1: per-category accuracy",
             "caption": "Segment accuracy (%) of each event category on the test split. The supplement's Vs is "
@@ -223,7 +225,8 @@ def build_results(
 ) -> dict[str, Any]:
     """The results.json document. `cell_runs[key]` holds one record per finished seed."""
     summaries = {c.key: summarize_cell(c, cell_runs[c.key]) for c in cells if cell_runs.get(c.key)}
-    ctx = {"audio_maps": bool(dataset.get("audio_maps")), "table3_runs": table3_runs}
+    ctx = {"audio_maps": bool(dataset.get("audio_maps")), "table3_runs": table3_runs,
+           "categories": list(dataset.get("categories") or AVE_CATEGORIES)}
     return {
         "format": FORMAT,
         "avel_version": __version__,
