@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=int, default=None, help="AVDLN pairs per step (8)")
     t.add_argument("--lr", type=float, default=None, help="Adam learning rate (1e-3)")
     t.add_argument("--seed", type=int, default=None, help="random seed (0)")
+    t.add_argument("--shift-to", choices=("background", "any"), default=None,
+                   help="AVDLN: where shifted negatives move the audio or visual second (background)")
+    t.add_argument("--cca-dim", type=int, default=None, help="DCCA: canonical directions kept (16)")
     t.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     t.add_argument("--quiet", action="store_true", help="no progress display")
     t.set_defaults(func=_train)
@@ -57,12 +60,16 @@ def _train(args: argparse.Namespace) -> int:
     from avel.train.distributed import resolve_device
 
     device = resolve_device(args.device)
-    train_cfg = CrossModalTrainConfig(**{f: getattr(args, o) for o, f in TRAIN_OPTIONS.items()
-                                         if getattr(args, o) is not None})
+    train_kw = {f: getattr(args, o) for o, f in TRAIN_OPTIONS.items() if getattr(args, o) is not None}
+    if args.shift_to is not None:
+        train_kw["shift_into_background"] = args.shift_to == "background"
+    train_cfg = CrossModalTrainConfig(**train_kw)
     train_cfg.validate()
+    model_cfg = CrossModalConfig(method=args.method, **({"cca_dim": args.cca_dim} if args.cca_dim is not None else {}))
+    model_cfg.validate()
     ds = open_dataset(args.data, progress=not args.quiet)
     train, val = CrossModalData.from_dataset(ds, "train_match"), CrossModalData.from_dataset(ds, "val_match")
-    metrics = train_run(train, val, args.out, CrossModalConfig(method=args.method), train_cfg,
+    metrics = train_run(train, val, args.out, model_cfg, train_cfg,
                         device=str(device), progress=not args.quiet)
     best = metrics["history"][metrics["best_epoch"] - 1]
     print(f"{args.method}: selected epoch {metrics['best_epoch']} of {len(metrics['history'])} "

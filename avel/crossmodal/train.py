@@ -30,10 +30,12 @@ from avel.crossmodal.pairs import positive_pairs, sample_pairs
 from avel.errors import AvelError
 from avel.io import write_json
 
-# Intra-op threads while training on CPU. The networks are tiny (batches of 64 x 640 inputs):
+# Intra-op threads while training on CPU. The networks are tiny (two 2-layer MLPs, small batches):
 # extra threads only add synchronisation (measured 4.8 ms/step with 1 thread vs 120 ms with 2 on
-# a loaded 2-core machine), and a fixed count keeps float summation order, hence results, repeatable.
+# a loaded 2-core machine, batch 64), and a fixed count keeps float summation order, hence results,
+# repeatable.
 CPU_TRAIN_THREADS = 1
+
 
 @dataclass
 class CrossModalTrainConfig:
@@ -237,7 +239,7 @@ def train_run(train: CrossModalData, val: CrossModalData, run_dir: str | Path, m
         for epoch in range(state["epoch"], train_cfg.epochs):
             model.train()
             rng = np.random.default_rng([train_cfg.seed, epoch])
-            loss = EPOCHS[model_cfg.method](model, opt, feats, train_cfg, rng, lambda f: update(f))
+            loss = EPOCHS[model_cfg.method](model, opt, feats, train_cfg, rng, update)
             AFTER_EPOCH.get(model_cfg.method, lambda m, f: None)(model, feats)
             res = evaluate_model(model, val, device)
             score = (res.accuracy("A2V") + res.accuracy("V2A")) / 2 if res.evaluated else None
