@@ -177,7 +177,8 @@ def test_cca_projection_whitens_and_correlates():
     rng = np.random.default_rng(2)
     z = rng.normal(size=(2000, 2))
     x = torch.tensor(np.c_[z, rng.normal(size=(2000, 3))] + rng.normal(size=(2000, 5)) * 0.3)
-    y = torch.tensor(np.c_[z @ [[1.0, 2.0], [0.5, -1.0]], rng.normal(size=(2000, 2))] + rng.normal(size=(2000, 4)) * 0.3)
+    y = np.c_[z @ [[1.0, 2.0], [0.5, -1.0]], rng.normal(size=(2000, 2))]
+    y = torch.tensor(y + rng.normal(size=(2000, 4)) * 0.3)
     m1, p1, m2, p2, corr = cca_projection(x, y, k=3, reg=0.0)
     u, v = ((x - m1) @ p1).numpy(), ((y - m2) @ p2).numpy()  # (N, 3) canonical variates
     np.testing.assert_allclose(np.cov(u.T), np.eye(3), atol=1e-8)

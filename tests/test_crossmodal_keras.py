@@ -90,7 +90,8 @@ def test_distances_equal_the_keras_forward_pass(tmp_path):
     model = load_keras_avdln(path)
     rng = np.random.default_rng(2)
     visual, audio = rng.normal(size=(64, 512)), rng.normal(size=(64, 128))
-    w32 = {k: (a.astype(np.float32).astype(np.float64), b.astype(np.float32).astype(np.float64)) for k, (a, b) in w.items()}
+    w32 = {k: (a.astype(np.float32).astype(np.float64), b.astype(np.float32).astype(np.float64))
+           for k, (a, b) in w.items()}  # the file holds float32
     want = keras_forward(w32, visual.astype(np.float32), audio.astype(np.float32))[:, 0]
     with torch.no_grad():
         got = model(torch.tensor(audio, dtype=torch.float32), torch.tensor(visual, dtype=torch.float32)).numpy()

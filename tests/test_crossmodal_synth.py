@@ -124,8 +124,9 @@ def test_bad_input_is_one_line_and_non_zero(tmp_path, clean_synth, trained, caps
     assert str(bad) in err and "dense_1" in err and "(256, 128)" in err
     assert "different settings" in error_of("crossmodal", "train", "--data", str(clean_synth), "--out",
                                             str(trained / "avdln"), "--epochs", "3", "--quiet")
-    assert "cca_dim must be in 1..embed_dim=64, got 99" in error_of("crossmodal", "train", "--data", str(clean_synth), "--out",
-                                                          str(tmp_path / "c"), "--method", "dcca", "--cca-dim", "99")
+    err = error_of("crossmodal", "train", "--data", str(clean_synth), "--out", str(tmp_path / "c"), "--method", "dcca",
+                   "--cca-dim", "99")
+    assert "cca_dim must be in 1..embed_dim=64, got 99" in err
     if not torch.cuda.is_available():
         assert "no CUDA GPU" in error_of("crossmodal", "train", "--data", str(clean_synth), "--out",
                                          str(tmp_path / "g"), "--device", "cuda", "--quiet")

@@ -120,7 +120,9 @@ def _dcca_finish(model: CrossModalNet, feats: dict[str, Any]) -> None:
     """Fit DCCA's linear CCA on all synchronized training pairs (the shared space used to localize)."""
     pos = feats["positives"]
     assert isinstance(model, DCCA)
-    model.fit_projection(_gather(feats["audio"], pos.video, pos.audio_t), _gather(feats["visual"], pos.video, pos.visual_t))
+    audio = _gather(feats["audio"], pos.video, pos.audio_t)  # (P, 128)
+    visual = _gather(feats["visual"], pos.video, pos.visual_t)  # (P, 512)
+    model.fit_projection(audio, visual)
 
 
 EPOCHS: dict[str, Callable[..., float]] = {"avdln": _avdln_epoch, "dcca": _dcca_epoch}
