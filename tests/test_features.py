@@ -156,9 +156,13 @@ def test_truncated_file(tmp_path):
 
 
 def test_fixed_segment_count_cuts_longer_clip(tmp_path):
-    clip = read_clip(render_clip(tmp_path / "l.mp4", ClipSpec(seconds=5)), image_size=32, frames_per_second=2,
-                     num_segments=3)
+    """Reading stops after the wanted seconds, but only once their audio (interleaved later in the file) is in."""
+    path = render_clip(tmp_path / "l.mp4", ClipSpec(seconds=5, tone_seconds={2}))
+    clip = read_clip(path, image_size=32, frames_per_second=2, num_segments=3)
+    full = read_clip(path, image_size=32, frames_per_second=2)
     assert clip.num_segments == 3 and clip.audio.shape == (3 * SAMPLE_RATE,) and clip.frame_times.max() < 3
+    assert np.array_equal(clip.audio, full.audio[:3 * SAMPLE_RATE]) and np.abs(clip.audio[-1600:]).max() > 0
+    assert np.array_equal(clip.frames, full.frames[:3])
 
 
 # ---------------------------------------------------------------- log-mel (independent numpy reference)

@@ -27,6 +27,7 @@ DEFAULT_FRAMES_PER_SECOND = 16  # frames sampled per 1-s segment (paper, Sec. 6.
 DEFAULT_IMAGE_SIZE = 224  # pixels: VGG-19 input side
 SHORT_TAIL_TOLERANCE_S = 0.25  # s: a clip this close to the next whole second counts that second
 RESIZE_MODES = ("stretch", "crop")  # stretch: resize to size x size (the authors); crop: short side, centre crop
+DISPLAY_MODE = "keep"  # for pictures only (avel localize): long side = size, aspect ratio kept
 RESIZE_INTERPOLATION = "BILINEAR"  # swscale filter used for resizing
 
 
@@ -79,21 +80,24 @@ class DecodedClip:
 
 
 class _Resizer:
-    """Converts a decoded frame to (size, size, 3) uint8 RGB, stretched or short-side + centre crop."""
+    """Converts a decoded frame to uint8 RGB: (size, size, 3) stretched or short-side + centre crop,
+    or (display only) long side = size with the aspect ratio kept."""
 
     def __init__(self, size: int, mode: str) -> None:
-        if mode not in RESIZE_MODES:
+        if mode not in (*RESIZE_MODES, DISPLAY_MODE):
             raise AvelError(f"unknown resize mode '{mode}' (choose from {', '.join(RESIZE_MODES)})")
         self.size, self.mode = size, mode
 
     def __call__(self, frame) -> np.ndarray:
-        if self.mode == "stretch":
-            w = h = self.size
-        else:
-            scale = self.size / min(frame.width, frame.height)
-            w = max(self.size, round(frame.width * scale))
-            h = max(self.size, round(frame.height * scale))
+        w, h, crop = self.size, self.size, False
+        if self.mode != "stretch":
+            pick = min if self.mode == "crop" else max  # the side that becomes `size`
+            scale = self.size / pick(frame.width, frame.height)
+            w, h = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
+            crop = self.mode == "crop"
         img = frame.reformat(width=w, height=h, format="rgb24", interpolation=RESIZE_INTERPOLATION).to_ndarray()
+        if not crop:
+            return img
         y0, x0 = (h - self.size) // 2, (w - self.size) // 2
         return img[y0:y0 + self.size, x0:x0 + self.size]
 
@@ -145,10 +149,15 @@ class _AudioCollector:
         self.origin = origin
         self.resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)  # keeps the layout; mean below
         self.chunks: list[np.ndarray] = []
+        self.samples = 0  # collected so far
         self.start: float | None = None  # s on the clip clock of the first resampled sample
 
     def push(self, frame) -> None:
         self._collect(self.resampler.resample(frame))
+
+    def end(self) -> float:
+        """s on the clip clock up to which audio has been collected (resampler delay aside)."""
+        return float("-inf") if self.start is None else self.start + self.samples / SAMPLE_RATE
 
     def finish(self, num_segments: int) -> np.ndarray:
         """(num_segments * SAMPLE_RATE,) float32, zero-padded / cut to whole segments."""
@@ -169,6 +178,7 @@ class _AudioCollector:
             if self.start is None:
                 self.start = (f.time if f.time is not None else self.origin) - self.origin
             self.chunks.append(f.to_ndarray().astype(np.float32).mean(axis=0))  # (channels, n) -> (n,)
+            self.samples += len(self.chunks[-1])
 
 
 class ClipReader:
@@ -209,30 +219,42 @@ class ClipReader:
         astream = container.streams.audio[0] if container.streams.audio else None
         origin = float(vstream.start_time * vstream.time_base) if vstream.start_time is not None else None
         sampler = _FrameSampler(self.frames_per_second, self.resizer)
-        audio = None
+        audio: _AudioCollector | None = None
+        if origin is not None:
+            audio = _AudioCollector(origin)
+        early_audio: list = []  # audio frames decoded before the first video frame fixed the origin
         last_time, last_duration, intervals, emitted, bad_packets = None, None, [], 0, 0
+        video_done = False
         streams = [vstream] + ([astream] if astream is not None else [])
         try:
             for packet in container.demux(*streams):
+                is_video = packet.stream.type == "video"
+                if video_done and is_video:
+                    continue  # enough seconds of video: only the audio that goes with them is still needed
                 try:
                     frames = packet.decode()
                 except av.error.FFmpegError as exc:
-                    if packet.stream.type == "video":
+                    if is_video:
                         bad_packets += 1
                         if bad_packets > 1 and last_time is None:
                             raise AvelError(f"corrupt video data: {_reason(exc)}", self.path) from None
                     continue
                 for frame in frames:
-                    if packet.stream.type == "audio":
-                        if audio is None and origin is not None:
-                            audio = _AudioCollector(origin)
-                        if audio is not None:
+                    if not is_video:
+                        if audio is None:
+                            early_audio.append(frame)  # before the clock's origin is known
+                        else:
                             audio.push(frame)
                         continue
-                    if frame.time is None:
+                    if video_done or frame.time is None:
                         continue  # no timestamp: cannot be placed
                     if origin is None:
                         origin = float(frame.time)
+                    if audio is None:
+                        audio = _AudioCollector(origin)
+                        for early in early_audio:
+                            audio.push(early)
+                        early_audio = []
                     t = float(frame.time) - origin
                     if last_time is not None and t <= last_time:
                         continue  # out-of-order or duplicate timestamp
@@ -244,11 +266,9 @@ class ClipReader:
                         if self.wanted is None or seg.index < self.wanted:
                             emitted += 1
                             yield seg
-                    if self.wanted is not None and emitted >= self.wanted:
-                        break
-                else:
-                    continue
-                break  # enough segments read
+                    video_done = self.wanted is not None and emitted >= self.wanted
+                if video_done and (astream is None or (audio is not None and audio.end() >= self.wanted)):
+                    break  # all wanted seconds of video and audio are in
         except av.error.FFmpegError as exc:
             raise AvelError(f"cannot read media data: {_reason(exc)}", self.path) from None
         if last_time is None:

@@ -106,6 +106,8 @@ def render_clip(path: str | Path, spec: ClipSpec) -> Path:
                 vstream = out.add_stream(spec.codec, rate=rate)
                 vstream.width, vstream.height = spec.width, spec.height
                 vstream.pix_fmt = "yuv420p"
+                if spec.codec == "libx264":
+                    vstream.options = {"preset": "ultrafast"}  # test clips: encoding speed over size
                 vstream.time_base = VIDEO_TIME_BASE
                 vstream.codec_context.time_base = VIDEO_TIME_BASE
             if spec.audio:
@@ -138,3 +140,60 @@ def _container_format(path: Path) -> str | None:
     """FFmpeg muxer for a suffix (None: let FFmpeg guess)."""
     return {".mp4": "mp4", ".m4a": "mp4", ".mkv": "matroska", ".webm": "webm", ".avi": "avi",
             ".mov": "mov"}.get(path.suffix.lower())
+
+
+# An audio-visual event class of the alignment set: its shape and colour on screen, its tone.
+ALIGNMENT_CLASSES: dict[str, dict] = {
+    "Red square": {"colour": (230, 40, 40), "shape": "square", "tone_hz": 440.0},
+    "Blue disc": {"colour": (40, 70, 230), "shape": "disc", "tone_hz": 1320.0},
+}
+ALIGNMENT_FPS = (25, Fraction(30000, 1001), 30)  # frame rates cycled through the set
+ALIGNMENT_SECONDS = 10  # clip length (s), as AVE
+
+
+@dataclass
+class AlignmentVideo:
+    """One rendered clip of the alignment set and its ground truth."""
+
+    path: Path
+    category: str
+    start: int  # first event second (shape and tone together)
+    end: int  # one past the last event second
+    shape_seconds: set[int]  # event seconds + seconds with the shape but no tone (visible, silent)
+    tone_seconds: set[int]  # event seconds + seconds with the tone but no shape (audible, off-screen)
+
+
+def make_alignment_set(folder: str | Path, num_videos: int, splits: dict[str, int] | None = None, seed: int = 0,
+                       width: int = 96, height: int = 64, audio_rate: int = 22050) -> list[AlignmentVideo]:
+    """Render clips in which a shape and its tone appear together only during the event, with one
+    visible-silent and one audible-invisible distractor second outside it, so that a second is an
+    event exactly when *its* audio and *its* frames both show the class. Writes Annotations.txt and,
+    when `splits` gives sizes (e.g. {"train": 8, "val": 2, "test": 2}), the split files beside it."""
+    from avel.data.catalog import format_line, Annotation
+    from avel.data.splits import ORDER_FILES, write_order
+    from avel.io import write_text
+
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    names = list(ALIGNMENT_CLASSES)
+    videos: list[AlignmentVideo] = []
+    for i in range(num_videos):
+        category = names[i % len(names)]
+        length = int(rng.integers(2, 6))
+        start = int(rng.integers(0, ALIGNMENT_SECONDS - length + 1))
+        event = set(range(start, start + length))
+        outside = [int(s) for s in rng.permutation([s for s in range(ALIGNMENT_SECONDS) if s not in event])]
+        shape_only, tone_only = {outside[0]}, {outside[1]}
+        spec = ClipSpec(seconds=ALIGNMENT_SECONDS, fps=ALIGNMENT_FPS[i % len(ALIGNMENT_FPS)], width=width,
+                        height=height, shape_seconds=event | shape_only, tone_seconds=event | tone_only,
+                        audio_rate=audio_rate,
+                        seed=seed * 1000 + i, **ALIGNMENT_CLASSES[category])
+        path = render_clip(folder / f"av{i:03d}.mp4", spec)
+        videos.append(AlignmentVideo(path, category, start, start + length, spec.shape_seconds, spec.tone_seconds))
+    lines = [format_line(Annotation(i, v.category, v.path.stem, "good", v.start, v.end)) for i, v in enumerate(videos)]
+    write_text(folder / "Annotations.txt", "\n".join(lines) + "\n")
+    first = 0
+    for split, size in (splits or {}).items():
+        write_order(folder / ORDER_FILES[split], np.arange(first, first + size))
+        first += size
+    return videos

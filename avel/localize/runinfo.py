@@ -1,0 +1,79 @@
+"""What a run directory tells `avel localize`: class names, training clip length, feature extractor.
+
+The extractor record is looked up, in order, in the run's config.json (`data.extractor`), in an
+extractor.json beside the run, and in the extractor.json of the dataset the run was trained on
+(`data.root`). A run trained on features avel did not extract (e.g. the released AVE features)
+has none: then the authors' extractor (Keras VGG-19, VGGish) at the paper's settings is assumed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from avel.data.catalog import AVE_CATEGORIES, NUM_CLASSES, NUM_SEGMENTS, read_annotations
+from avel.errors import AvelError
+from avel.features.extract import FILES, read_extractor_info
+from avel.features.weights import WEIGHT_SOURCES
+
+BACKGROUND_NAME = "background"
+
+
+def run_document(run_dir: Path) -> dict:
+    from avel.train.checkpoint import read_run_config
+
+    return read_run_config(run_dir)
+
+
+def dataset_root(doc: dict) -> Path | None:
+    root = (doc.get("data") or {}).get("root")
+    return Path(root) if root and Path(root).is_dir() else None
+
+
+def extractor_record(run_dir: Path, doc: dict) -> tuple[dict | None, str]:
+    """(the extractor the run's features came from, where that was found) or (None, reason)."""
+    data = doc.get("data") or {}
+    if isinstance(data.get("extractor"), dict):
+        return data["extractor"], f"{run_dir}/config.json"
+    for folder in (run_dir, dataset_root(doc)):
+        if folder is not None:
+            info = read_extractor_info(folder)
+            if info is not None:
+                return info, str(folder / FILES["extractor"])
+    return None, "the run records no feature extractor (trained on features avel did not extract?)"
+
+
+def extractor_defaults(info: dict | None) -> dict:
+    """ExtractorConfig field values that reproduce a recorded extractor (named sources by file name)."""
+    if not info:
+        return {}
+    by_file = {s.filename: name for name, s in WEIGHT_SOURCES.items()}
+    out = {k: info[k] for k in ("frames_per_second", "image_size", "resize") if k in info}
+    for net in ("vgg19", "vggish"):
+        name = by_file.get(str(info.get(f"{net}_weights")))
+        if name is not None:
+            out[f"{net}_weights"] = name
+    return out
+
+
+def class_names(doc: dict, num_classes: int) -> tuple[list[str], int]:
+    """(name of every class index, background index): categories from the run's record or its dataset."""
+    data = doc.get("data") or {}
+    categories = data.get("categories")
+    root = dataset_root(doc)
+    if categories is None and root is not None and (root / FILES["annotations"]).is_file():
+        try:
+            categories = list(read_annotations(root / FILES["annotations"]).categories)
+        except AvelError:
+            categories = None
+    if categories is None and num_classes == NUM_CLASSES:
+        categories = list(AVE_CATEGORIES)
+    categories = list(categories or [])
+    background = num_classes - 1
+    names = [categories[i] if i < len(categories) else f"class {i}" for i in range(background)]
+    return [*names, BACKGROUND_NAME], background
+
+
+def training_length(doc: dict, info: dict | None) -> int:
+    """Seconds per training clip (the inference window)."""
+    data = doc.get("data") or {}
+    return int(data.get("num_segments") or (info or {}).get("num_segments") or NUM_SEGMENTS)
