@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="report directory")
     p.add_argument("--seeds", type=int, default=None, help="training runs per cell (default 3; --quick: 2)")
     p.add_argument("--quick", action="store_true",
-                   help="small AVE-Synth, 2 seeds, 3 epochs at batch 16: the whole pipeline in minutes on 2 CPU cores")
+                   help="small AVE-Synth (280 videos), 2 seeds, 3 epochs at batch 16 and lr 3e-3: the whole pipeline "
+                        "in minutes on 2 CPU cores")
     p.add_argument("--only", default=None, metavar="SECTIONS",
                    help="comma-separated subset of: table1, table2, supp_table1, supp_table3, edtcn, table3")
     p.add_argument("--cells", default=None, metavar="KEYS",
