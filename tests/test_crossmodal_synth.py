@@ -75,6 +75,21 @@ def test_per_video_listing_and_text_output(trained, clean_synth, capsys):
     assert len(text.strip().splitlines()) == 5 + 2 + 30
 
 
+def test_localize_one_query_agrees_with_evaluate(trained, clean_synth, capsys):
+    res = evaluate_json(capsys, str(trained / "dcca"), "--data", str(clean_synth), "--per-video")
+    for v in res["videos"][:3]:
+        for direction in ("A2V", "V2A"):
+            capsys.readouterr()
+            assert main(["crossmodal", "localize", str(trained / "dcca"), "--data", str(clean_synth), "--row",
+                         str(v["row"]), "--start", str(v["start"]), "--length", str(v["length"]), "--direction",
+                         direction, "--json"]) == 0
+            out = json.loads(capsys.readouterr().out)
+            assert out["predicted_start"] == v[direction.lower()]
+            assert out["event"] == [v["start"], v["start"] + v["length"]]
+            assert len(out["scores"]) == 10 - v["length"] + 1
+            assert out["scores"][out["predicted_start"]] == min(out["scores"])
+
+
 def test_run_table3_reuses_the_finished_runs(trained, clean_synth, capsys, monkeypatch):
     def must_not_train(*args, **kwargs):
         raise AssertionError("run_table3 retrained a finished run")
@@ -127,6 +142,14 @@ def test_bad_input_is_one_line_and_non_zero(tmp_path, clean_synth, trained, caps
     err = error_of("crossmodal", "train", "--data", str(clean_synth), "--out", str(tmp_path / "c"), "--method", "dcca",
                    "--cca-dim", "99")
     assert "cca_dim must be in 1..embed_dim=64, got 99" in err
+    run = str(trained / "avdln")
+    assert error_of("crossmodal", "localize", run, "--data", str(clean_synth), "--row", "0", "--start", "0",
+                    "--length", "11").endswith("query of 11 s is longer than the 10-s video")
+    assert "outside the 10-s video" in error_of("crossmodal", "localize", run, "--data", str(clean_synth), "--row",
+                                                "0", "--start", "8", "--length", "3", "--direction", "V2A")
+    assert "row 300 is outside the catalog (0..299)" in error_of("crossmodal", "localize", run, "--data",
+                                                                 str(clean_synth), "--row", "300", "--start", "0",
+                                                                 "--length", "2")
     if not torch.cuda.is_available():
         assert "no CUDA GPU" in error_of("crossmodal", "train", "--data", str(clean_synth), "--out",
                                          str(tmp_path / "g"), "--device", "cuda", "--quiet")

@@ -48,6 +48,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     e.set_defaults(func=_evaluate)
 
+    q = csub.add_parser("localize", help="localize one query span of one video (sliding-window scores)",
+                        description="Take seconds [START, START+LENGTH) of one modality of catalog row ROW and "
+                                    "score every window of the other modality by its summed distance (eq. 8).")
+    q.add_argument("run_dir", type=Path, nargs="?", metavar="RUN_DIR", help="run directory of `crossmodal train`")
+    q.add_argument("--keras-weights", type=Path, metavar="FILE", help="use the authors' Keras AVDLN weights")
+    q.add_argument("--data", type=Path, required=True, metavar="DIR", help="AVE dataset directory")
+    q.add_argument("--row", type=int, required=True, help="catalog row (Annotations.txt line index, 0-based)")
+    q.add_argument("--start", type=int, required=True, help="first second of the query (0-based)")
+    q.add_argument("--length", type=int, required=True, help="query length in seconds")
+    q.add_argument("--direction", choices=("A2V", "V2A"), default="A2V",
+                   help="A2V: audio query, search the visual track (default); V2A: the reverse")
+    q.add_argument("--json", action="store_true", help="print the result as JSON")
+    q.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    q.set_defaults(func=_localize)
+
 
 # CLI option -> CrossModalTrainConfig field
 TRAIN_OPTIONS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "seed": "seed"}
@@ -78,10 +93,9 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace) -> tuple[Any, str, Any]:
+    """(model, description, device) from RUN_DIR or --keras-weights (exactly one)."""
     from avel.crossmodal.checkpoint import load_model
-    from avel.crossmodal.data import CrossModalData, open_dataset
-    from avel.crossmodal.evaluate import evaluate_model
     from avel.crossmodal.keras_import import load_keras_avdln
     from avel.errors import AvelError
     from avel.train.distributed import resolve_device
@@ -90,10 +104,16 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise AvelError("give either a RUN_DIR or --keras-weights FILE (exactly one)")
     device = resolve_device(args.device)
     if args.keras_weights is not None:
-        model, source = load_keras_avdln(args.keras_weights).to(device), f"AVDLN, Keras weights {args.keras_weights}"
-    else:
-        model, cfg = load_model(args.run_dir, device)
-        source = f"{cfg['model']['method'].upper()}, run {args.run_dir}"
+        return load_keras_avdln(args.keras_weights).to(device), f"AVDLN, Keras weights {args.keras_weights}", device
+    model, cfg = load_model(args.run_dir, device)
+    return model, f"{cfg['model']['method'].upper()}, run {args.run_dir}", device
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from avel.crossmodal.data import CrossModalData, open_dataset
+    from avel.crossmodal.evaluate import evaluate_model
+
+    model, source, device = _load(args)
     ds = open_dataset(args.data, progress=not args.json)  # keep stdout pure JSON
     data = CrossModalData.from_dataset(ds, args.split)
     result = evaluate_model(model, data, device)
@@ -106,6 +126,41 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
     else:
         print(_format(out))
+    return 0
+
+
+def _localize(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from avel.crossmodal.data import CrossModalData, open_dataset
+    from avel.crossmodal.evaluate import distance_matrices
+    from avel.crossmodal.localize import localize, window_scores
+    from avel.errors import AvelError
+
+    model, source, device = _load(args)
+    ds = open_dataset(args.data, progress=not args.json)
+    if not 0 <= args.row < len(ds.catalog):
+        raise AvelError(f"row {args.row} is outside the catalog (0..{len(ds.catalog) - 1})", args.data)
+    rows = np.array([args.row])
+    data = CrossModalData(np.asarray(ds.audio[rows], np.float32), np.asarray(ds.visual_vec[rows], np.float32),
+                          np.asarray(ds.event_mask[rows], np.float32), rows, f"row {args.row}")
+    dist = distance_matrices(model, data, device)[0]  # (T, T): [visual second, audio second]
+    best = localize(dist, args.start, args.length, args.direction)  # validates the span
+    query = dist[:, args.start:args.start + args.length].T if args.direction == "A2V" \
+        else dist[args.start:args.start + args.length, :]
+    scores = window_scores(query)
+    a = ds.catalog.rows[args.row]
+    out = {"model": source, "row": args.row, "video_id": a.video_id, "event": [a.start, a.end],
+           "direction": args.direction, "query": [args.start, args.start + args.length], "predicted_start": best,
+           "scores": [float(x) for x in scores]}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    searched = {"A2V": "visual", "V2A": "audio"}[args.direction]
+    print(f"{source}\nrow {args.row} ({a.video_id}, event [{a.start}, {a.end}) s): "
+          f"{args.direction} query [{args.start}, {args.start + args.length}) s")
+    for t, sc in enumerate(scores):
+        print(f"  {searched} start {t:>2}: summed distance {sc:9.4f}{'  <- best' if t == best else ''}")
     return 0
 
 
