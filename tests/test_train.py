@@ -295,3 +295,67 @@ def test_weak_training_uses_video_labels_and_background_videos(tmp_path, array_d
     assert sum(shape[0] for shape, _, _ in seen) == n_train + 4
     assert sum(bg for *_, bg in seen) == 4  # the 4 background-only videos, labelled background
     assert results["test"]["num_seconds"] == len(array_ds.split("test")) * T  # scored per second
+
+
+# ---------------------------------------------------------------- CLI and torchrun on AVE-Synth
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    from avel.cli import main
+
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cli_train_then_evaluate(tiny_synth, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    rc, stdout, _ = run_cli(["train", "--data", str(tiny_synth), "--model", "A+V", "--out", str(out), "--epochs", "2",
+                             "--batch-size", "16", "--threads", "1", "--quiet", "--seed", "3"], capsys)
+    assert rc == 0 and "A+V: selected epoch" in stdout
+    results = json.loads((out / ckpt.RESULTS_FILE).read_text())
+    doc = json.loads((out / ckpt.CONFIG_FILE).read_text())
+    assert doc["data"]["root"] == str(tiny_synth.resolve()) and doc["data"]["synthetic"]
+    assert doc["train"]["seed"] == 3 and doc["train"]["epochs"] == 2
+    rc, stdout, _ = run_cli(["evaluate", str(out), "--json"], capsys)  # data dir taken from the run
+    assert rc == 0
+    evaluated = json.loads(stdout)
+    assert evaluated["accuracy"] == results["test"]["accuracy"]
+    assert set(evaluated["per_class"]) == set(AVE_CATEGORIES[:6])  # tiny_synth uses 6 categories
+    rc, stdout, _ = run_cli(["evaluate", str(out), "--split", "val", "--data", str(tiny_synth)], capsys)
+    assert rc == 0 and f"{results['val']['accuracy']:.2f}%" in stdout and AVE_CATEGORIES[0] in stdout
+
+
+def test_cli_errors_are_one_line(tiny_synth, tmp_path, capsys) -> None:
+    rc, _, err = run_cli(["train", "--data", str(tiny_synth), "--model", "A+V-attn", "--out", str(tmp_path / "x")],
+                         capsys)
+    assert rc == 2 and err.count("\n") == 1 and "valid models: " in err and "A+V-att" in err and "DMRN" in err
+    assert not (tmp_path / "x").exists()
+    rc, _, err = run_cli(["evaluate", str(tmp_path / "missing")], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "run directory not found" in err
+    rc, _, err = run_cli(["train", "--data", str(tmp_path / "nodata"), "--model", "A", "--out", str(tmp_path / "y")],
+                         capsys)
+    assert rc == 2 and err.count("\n") == 1 and "nodata" in err
+
+
+def test_torchrun_two_cpu_processes(tiny_synth, tmp_path) -> None:
+    """`torchrun --nproc-per-node 2 -m avel train ...`: DDP over gloo, rank 0 writes the run."""
+    import os
+    import subprocess
+    import sys
+
+    from avel.data.dataset import AVEDataset
+
+    AVEDataset.open(tiny_synth, progress=False).visual  # build the feature cache before two processes race for it
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "avel", "train", "--data", str(tiny_synth), "--model", "V-att", "--out", str(out),
+           "--epochs", "2", "--batch-size", "16", "--quiet", "--threads", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("wrote ") == 1  # rank 0 alone reports and writes
+    results = json.loads((out / ckpt.RESULTS_FILE).read_text())
+    assert results["world_size"] == 2 and results["epochs_run"] == 2
+    assert results["test"]["attention_hit_rate"] is not None
+    model, cfg, _ = ckpt.load_run(out)
+    assert cfg.name == "V-att" and not any(k.startswith("module.") for k in model.state_dict())

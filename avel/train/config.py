@@ -19,7 +19,7 @@ class TrainConfig:
     validation-based checkpoint selection and early stopping instead of their fixed 300 epochs."""
 
     epochs: int = 100  # upper bound on epochs; early stopping usually ends the run far sooner
-    patience: int = 8  # stop after this many epochs without a better validation score
+    patience: int = 8  # stop after this many epochs in which neither the validation score nor the validation loss improved
     batch_size: int = 64  # global batch (split across processes under torchrun)
     lr: float = 1e-3  # Adam learning rate (authors: 1e-3)
     weight_decay: float = 0.0  # Adam L2 penalty (authors: none)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from avel.data.catalog import AVE_CATEGORIES, NUM_CLASSES
 from avel.errors import AvelError
 from avel.models.localizers import paper_name
 from avel.models.registry import ModelConfig, model_spec
@@ -55,9 +56,12 @@ def predict(model: nn.Module, audio: Any = None, visual: Any = None, *, batch_si
     return np.concatenate(probs), (np.concatenate(attn) if attn else None)
 
 
-def category_names(ds: Any) -> list[str]:
-    """Class index -> name: the dataset's 28 categories, then background."""
-    return [*ds.catalog.categories, BACKGROUND_NAME]
+def category_names(ds: Any, num_classes: int = NUM_CLASSES) -> list[str]:
+    """Class index -> name: the dataset's categories (a dataset using only the first k AVE
+    categories is padded with the rest, which then never occur), background last."""
+    cats = list(ds.catalog.categories)
+    cats += list(AVE_CATEGORIES[len(cats):num_classes - 1])
+    return [*cats, BACKGROUND_NAME]
 
 
 def segment_metrics(pred: np.ndarray, labels: np.ndarray, video_class: np.ndarray,
@@ -122,7 +126,8 @@ def evaluate_model(model: nn.Module, model_cfg: ModelConfig, ds: Any, split: str
     labels = read_rows(ds.labels, rows).argmax(-1)  # (N, T)
     video_class = read_rows(ds.mil_labels, rows).argmax(-1)  # (N,)
     result = {"split": split, "model": paper_name(model_cfg),
-              **segment_metrics(probs_all.argmax(-1), labels, video_class, category_names(ds))}
+              **segment_metrics(probs_all.argmax(-1), labels, video_class,
+                                        category_names(ds, probs_all.shape[-1]))}
     result["video_accuracy"] = round(100.0 * float((probs_all.mean(1).argmax(-1) == video_class).mean()), 3)
     cells = getattr(ds, "object_cells", None)
     if attn and cells is not None:

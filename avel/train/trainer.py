@@ -10,7 +10,9 @@ Supervised models learn from per-second labels; weak ones (cfg.weak) from video 
 MIL average pooling (eq. 7), with the background-only videos (ds.noisy) added when present. Both
 are scored per second on the segment labels. The checkpoint is selected on the validation split:
 per-second accuracy for supervised models, video-level accuracy for weak ones (segment labels are
-not theirs to see), ties broken by the lower validation loss. The test split is evaluated once.
+not theirs to see), ties broken by the lower validation loss. Training stops when for `patience`
+epochs neither that score nor the validation loss has improved (accuracy alone plateaus in the
+first epochs while the loss still falls). The test split is evaluated once.
 """
 
 from __future__ import annotations
@@ -85,13 +87,14 @@ def prepare_run_dir(out: Path, doc: dict[str, Any]) -> str:
     return "done" if (out / ckpt.RESULTS_FILE).is_file() else "resume"
 
 
-def write_curves(out: Path, history: list[dict[str, Any]], best_epoch: int | None, title: str) -> None:
-    """curves.csv and curves.png (loss and validation accuracy per epoch)."""
+def write_curves(out: Path, history: list[dict[str, Any]], best_epoch: int | None, title: str,
+                 plot: bool = True) -> None:
+    """curves.csv and (with `plot`) curves.png: loss and validation accuracy per epoch."""
     lines = [",".join(CURVE_COLUMNS)]
     lines += [",".join(f"{h[c]:.6g}" if isinstance(h[c], float) else str(h[c]) for c in CURVE_COLUMNS)
               for h in history]
     write_text(out / ckpt.CURVES_CSV, "\n".join(lines) + "\n")
-    if not history:
+    if not history or not plot:
         return
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -144,7 +147,8 @@ class _State:
     epoch: int = 0  # epochs finished
     best_key: tuple[float, float] | None = None  # (selection accuracy, -val loss) of the checkpoint
     best_epoch: int | None = None
-    bad_epochs: int = 0  # epochs since the last improvement
+    best_val_loss: float | None = None  # lowest validation loss so far (early stopping watches it too)
+    bad_epochs: int = 0  # epochs in which neither the selection score nor the validation loss improved
     stopped: str | None = None  # why training ended ("early stopping", "max epochs")
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     train_seconds: float = 0.0
@@ -270,21 +274,23 @@ class _Trainer:
         key = (round(select, 6), -round(val["val_loss"], 9))
         st.epoch = epoch + 1
         st.train_seconds += seconds
+        loss_improved = st.best_val_loss is None or val["val_loss"] < st.best_val_loss
+        if loss_improved:
+            st.best_val_loss = val["val_loss"]
+        st.bad_epochs = 0 if loss_improved else st.bad_epochs + 1
         if st.best_key is None or key > st.best_key:
             st.best_key, st.best_epoch, st.bad_epochs = key, epoch + 1, 0
             if self.info.is_main:
                 ckpt.save_model(self.out, model, self.model_cfg,
                                 {"epoch": epoch + 1, "val_accuracy": val["val_accuracy"],
                                  "val_video_accuracy": val["val_video_accuracy"], "val_loss": val["val_loss"]})
-        else:
-            st.bad_epochs += 1
         if st.bad_epochs >= cfg.patience:
             st.stopped = "early stopping"
         elif st.epoch >= cfg.epochs:
             st.stopped = "max epochs"
         if self.info.is_main:
             ckpt.save_resume_state(self.out, model, opt, dataclasses.asdict(st))
-            write_curves(self.out, st.history, st.best_epoch, paper_name(self.model_cfg))
+            write_curves(self.out, st.history, st.best_epoch, paper_name(self.model_cfg), plot=False)
         barrier(self.info)
 
     def _finish(self) -> dict[str, Any]:
