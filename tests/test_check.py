@@ -59,7 +59,7 @@ def test_cli_synth(tmp_path, capsys):
     assert synth.read_marker(out)["seed"] == 5
     assert main(["data", "synth", "--out", str(tmp_path / "t"), "--videos", "5", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "at least 280" in err
+    assert err.count("\n") == 1 and "at least 28 " in err
 
 
 def _nan_visual(root):

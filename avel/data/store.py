@@ -158,16 +158,16 @@ class FeatureStore:
                 dset = f[info.key]
                 task = bar.add_task(f"caching {info.path.name}", total=n, completed=done)
                 for i0 in range(0, done, step):  # resumed: rehash rows already converted (cheap)
-                    hasher.update(np.ascontiguousarray(dset[i0:min(i0 + step, done)]).tobytes())
+                    hasher.update(np.ascontiguousarray(dset[i0:min(i0 + step, done)]).data)
                 out.seek(header_len + done * out_row_bytes)
                 for i0 in range(done, n, step):
                     i1 = min(i0 + step, n)
                     src = np.ascontiguousarray(dset[i0:i1])
-                    hasher.update(src.tobytes())
+                    hasher.update(src.data)
                     rows = src if fn is None else fn(src)
                     if dtype == np.float16 and np.abs(rows).max(initial=0) > FLOAT16_MAX:
                         raise AvelError(f"rows {i0}..{i1 - 1}: values exceed the float16 range", info.path)
-                    out.write(np.ascontiguousarray(rows, dtype=dtype).tobytes())
+                    out.write(np.ascontiguousarray(rows, dtype=dtype).data)
                     out.flush()
                     write_json(progress_file, {"fingerprint": fp, "rows_done": i1})
                     bar.update(task, completed=i1)

@@ -364,8 +364,8 @@ def generate(out_dir: str | Path, videos: int = DEFAULT_VIDEOS, seed: int = 0, a
     out = Path(out_dir)
     if not 2 <= categories <= NUM_EVENT_CLASSES:
         raise AvelError(f"categories must be in 2..{NUM_EVENT_CLASSES}, got {categories}")
-    if videos < 10 * categories:
-        raise AvelError(f"--videos must be at least {10 * categories} (ten per category), got {videos}")
+    if videos < categories:
+        raise AvelError(f"--videos must be at least {categories} (one per category), got {videos}")
     _check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     p = params or SynthParams()
