@@ -153,3 +153,20 @@ def test_real_release_file_from_a_read_only_folder(release, tmp_path):
     arr = FeatureStore(tmp_path / "cache", progress=False).array(src, np.float32)
     assert arr.shape == (178, 10, 128)
     np.testing.assert_array_equal(arr[[177, 3, 50]], ref[[177, 3, 50]].astype(np.float32))
+
+
+def test_concurrent_processes_convert_once(source, tmp_path):
+    """Two processes asking for the same cache at once: one converts, the other waits and reuses it."""
+    import subprocess
+    import sys
+
+    path, arr = source
+    code = ("import sys, numpy as np; from avel.data.store import FeatureStore; "
+            "a = FeatureStore(sys.argv[1], progress=False).array(sys.argv[2]); print(float(np.asarray(a).sum()))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "cache"), str(path)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    sums = [float(p.communicate()[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sums[0] == sums[1] == pytest.approx(float(arr.astype(np.float32).sum()), rel=1e-5)
+    meta = json.loads((tmp_path / "cache" / "visual_feature.json").read_text())
+    assert meta["cache_bytes"] == (tmp_path / "cache" / "visual_feature.npy").stat().st_size

@@ -13,7 +13,8 @@ that metadata exists and the fingerprint equals the current source's; otherwise 
 Atomic and resumable. Conversion writes `<name>.npy.part` and records progress (rows done, the
 fingerprint) in `<name>.progress.json` after each chunk; an interrupted conversion resumes from
 there. The finished part is renamed onto `<name>.npy` and the metadata is written last, so a crash
-at any point leaves nothing that is later trusted.
+at any point leaves nothing that is later trusted. A lock file serialises concurrent conversions
+of the same array by several processes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,8 +114,23 @@ class FeatureStore:
         fp = self.fingerprint(info, dtype, None if transform is None else transform[0])
         npy, meta = self.cache_dir / f"{name}.npy", self.cache_dir / f"{name}.json"
         if not self._trusted(npy, meta, fp):
-            self._convert(info, npy, meta, fp, dtype, row_shape, None if transform is None else transform[1])
+            with self._lock(name):  # another process may be converting the same file: wait, then recheck
+                if not self._trusted(npy, meta, fp):
+                    self._convert(info, npy, meta, fp, dtype, row_shape, None if transform is None else transform[1])
         return np.load(npy, mmap_mode="r")
+
+    @contextmanager
+    def _lock(self, name: str) -> Iterator[None]:
+        """Exclusive advisory lock on `<name>.lock` in the cache folder (released on exit or crash)."""
+        import fcntl
+
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.cache_dir / f"{name}.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     @staticmethod
     def fingerprint(info: SourceInfo, dtype: np.dtype, transform_id: str | None = None) -> dict:
