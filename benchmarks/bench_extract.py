@@ -8,24 +8,38 @@ shorter clip (--seconds 2): per-video figures are scaled to 10 s (work is linear
 the output says so.
 
     .venv/bin/python benchmarks/bench_extract.py --seconds 2 --frames-per-second 16 4 1
+
+With --accuracy it measures instead what --frames-per-second does to localization accuracy on the
+alignment set of tests/test_localize.py (rendered clips where a shape and its tone appear together
+only during the event; --duty < 1 flashes the shape for part of each second): extract at each
+setting (random weights, small frames), then report (a) "shape seen": how often the visual
+features of a held-out second identify what it showed (nothing / shape A / shape B; nearest
+class centroid of the training videos), and (b) per-second test accuracy of A+V-att trained on them.
+
+    .venv/bin/python benchmarks/bench_extract.py --accuracy --frames-per-second 1 4 16 --duty 1 0.25
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from avel.features.extractor import ExtractorConfig, FeatureExtractor, resolve_device
-from avel.features.render import ClipSpec, render_clip
+from avel.features.render import ALIGNMENT_TRUTH, ClipSpec, make_alignment_set, render_clip
 from avel.features.vgg19 import VGG19_CFG, conv_macs
 from avel.features.weights import empty_net, he_init_, random_weight_files
 
 AVE_SECONDS = 10  # seconds per AVE clip: figures are reported per 10-s video
 MATMUL_N = {"cpu": 2048, "cuda": 8192}  # square matrix side for the reference matrix product
+ACCURACY_SPLITS = {"train": 16, "val": 4, "test": 8}  # alignment-set videos per split (--accuracy)
+ACCURACY_IMAGE_SIZE = 32  # pixels (1x1 pool5 map): the accuracy runs extract many frames on a CPU
+ACCURACY_DISTRACTORS = {"shape_only": 1, "tone_only": 3}  # per video: audio alone would score ~70%
 
 
 def sync(device: torch.device) -> None:
@@ -85,6 +99,57 @@ def run(videos: list[Path], weights: dict[str, Path], fps: int, args: argparse.N
             "decode_wait_share": s.wait_s / wall, "frames": s.frames}
 
 
+def content_classes(truth: list[dict], key: str) -> np.ndarray:
+    """(N, 10) per second: 0 nothing, 1 + index of the video's class where `key` (shape/tone) is on."""
+    names = sorted({t["category"] for t in truth})
+    return np.array([[(1 + names.index(t["category"])) * (s in t[key]) for s in range(10)] for t in truth])
+
+
+def centroid_accuracy(x: np.ndarray, truth: np.ndarray, fit: np.ndarray, score: np.ndarray) -> float:
+    """Nearest-centroid accuracy of per-second features: centroids from rows `fit`, scored on rows `score`."""
+    x = x.reshape(*x.shape[:2], -1)
+    centroids = np.stack([x[fit][truth[fit] == k].mean(0) for k in range(truth.max() + 1)])
+    dist = ((x[score][:, :, None] - centroids[None, None]) ** 2).sum(-1)
+    return float((dist.argmin(-1) == truth[score]).mean())
+
+
+def accuracy(args: argparse.Namespace, weights: dict[str, Path]) -> None:
+    """Per-second test accuracy of A+V-att on the alignment set, per frames-per-second setting."""
+    from avel.cli import main as avel
+    from avel.features.extracted import ExtractedSet
+    from avel.models.registry import ModelConfig
+    from avel.train.config import TrainConfig
+    from avel.train.trainer import train
+
+    size = args.image_size if args.image_size != 224 else ACCURACY_IMAGE_SIZE
+    print(f"alignment set: {ACCURACY_SPLITS} videos of 10 s, distractor seconds per video {ACCURACY_DISTRACTORS}, "
+          f"{size}-px frames, random weights, A+V-att, seed {args.seed}")
+    print(f"{'duty':>5} {'fps':>4} {'shape seen %':>13} {'test accuracy %':>16} {'val accuracy %':>15} "
+          f"{'audio-only ceiling %':>21}")
+    for duty in args.duty:
+        src = args.work_dir / f"align4_seed{args.seed}_duty{duty}"
+        if not (src / "Annotations.txt").is_file():
+            make_alignment_set(src, sum(ACCURACY_SPLITS.values()), ACCURACY_SPLITS, seed=args.seed, shape_duty=duty,
+                               **ACCURACY_DISTRACTORS)
+        for fps in args.frames_per_second:
+            ds_dir = args.work_dir / f"{src.name}_fps{fps}_px{size}"
+            if not (ds_dir / "audio_feature.h5").is_file():
+                assert avel(["extract", "--videos", str(src), "--annotations", str(src / "Annotations.txt"),
+                             "--out", str(ds_dir), "--vgg19-weights", str(weights["vgg19_keras"]), "--vggish-weights",
+                             str(weights["vggish"]), "--frames-per-second", str(fps), "--image-size", str(size),
+                             "--quiet"]) == 0
+            ds = ExtractedSet(ds_dir)
+            truth = json.loads((src / ALIGNMENT_TRUTH).read_text())
+            seen = centroid_accuracy(ds.visual, content_classes(truth, "shape_seconds"), ds.split("train"),
+                                     np.concatenate([ds.split("val"), ds.split("test")]))
+            result = train(ds, ModelConfig(name="A+V-att", visual_grid=size // 32),
+                           TrainConfig(epochs=15, patience=15, batch_size=4, lr=1e-2, seed=args.seed, num_threads=1),
+                           ds_dir / "run", progress=False)
+            ceiling = 100 * (1 - ACCURACY_DISTRACTORS["tone_only"] / 10)  # audio alone mislabels tone-only seconds
+            print(f"{duty:>5} {fps:>4} {100 * seen:>13.1f} {result['test']['accuracy']:>16.1f} "
+                  f"{result['val']['accuracy']:>15.1f} {ceiling:>21.0f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--videos", type=int, default=1, help="clips to extract per setting")
@@ -93,11 +158,18 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=0, help="frames per VGG-19 pass (0: extractor default)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--accuracy", action="store_true", help="measure accuracy on the alignment set instead of speed")
+    p.add_argument("--duty", type=float, nargs="+", default=[1.0],
+                   help="--accuracy: share of each event second the shape is visible")
+    p.add_argument("--seed", type=int, default=1, help="--accuracy: alignment set and training seed")
     p.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "avel-bench-extract",
                    help="where the random weights and the rendered clip are cached")
     args = p.parse_args()
     device = resolve_device(args.device)
     weights = random_weight_files(args.work_dir / "weights")
+    if args.accuracy:
+        accuracy(args, weights)
+        return
     clip = args.work_dir / f"clip_{args.seconds}s.mp4"
     if not clip.is_file():
         render_clip(clip, ClipSpec(seconds=args.seconds, fps=25, width=640, height=360,

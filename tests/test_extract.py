@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from avel.cli import main
 from avel.errors import AvelError
-from avel.features.extract import PartStore, extract_shard, make_plan, merge
+from avel.features.extract import PartStore, extract_shard, make_plan, merge, settings_id
 from avel.features.extractor import ExtractorConfig, FeatureExtractor
 from avel.features.render import ClipSpec, render_clip
 from avel.data.splits import read_order, write_order
@@ -130,6 +129,13 @@ def test_resume_after_crash_loses_only_the_video_in_flight(tmp_path, clips, weig
     assert requested[-1] == ["vidA", "vidB"]
     result = merge(plan, tmp_path / "ds", ex.info)
     assert result.rows == 3 and not result.failures and not (tmp_path / "ds" / "parts").exists()
+    # a later run (e.g. with one more video) restores the finished videos' parts from the final files
+    requested.clear()
+    assert extract_shard(plan, ex, tmp_path / "ds", 4, show_progress=False) == (0, 0) and requested == [[]]
+    restored = PartStore(tmp_path / "ds").load("vidB", settings_id(ex.info))
+    with h5py.File(tmp_path / "ds" / "visual_feature.h5") as f:
+        assert np.array_equal(restored["visual"], f["avadataset"][2].astype(np.float32))
+    assert merge(plan, tmp_path / "ds", ex.info).rows == 3
     meta = json.loads((tmp_path / "ds" / "extractor.json").read_text())
     silent = next(r for r in meta["rows"] if r["video"] == "silent")
     assert not silent["has_audio"] and "no audio track" in silent["warnings"][0]
@@ -175,6 +181,9 @@ def test_sharding_torchrun_matches_single_process(tmp_path, clips, weights, caps
     base = ["extract", "--videos", str(videos), *weight_args(weights), *SHORT]
     assert main([*base, "--out", str(tmp_path / "single")]) == 0
     single = read_all(tmp_path / "single")
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "single")]) == 0  # complete: nothing to do
+    assert "already holds all 3 rows with these settings: nothing to do" in capsys.readouterr().out
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "avel", *base,

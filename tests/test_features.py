@@ -15,8 +15,7 @@ from avel.features.audio import SAMPLE_RATE
 from avel.features.decode import count_segments, read_clip, sample_indices, segment_targets
 from avel.features.logmel import segment_examples
 from avel.features.render import ClipSpec, render_clip, tone_track
-from avel.features.vgg19 import PREPROCESSING, VGG19Features, VisualEncoder, keras_to_state_dict
-from avel.features.vggish import VGGish
+from avel.features.vgg19 import PREPROCESSING, VisualEncoder, keras_to_state_dict
 from avel.features.weights import check_state_dict, empty_net, he_init_, load_weights, random_weight_files
 
 
@@ -101,6 +100,21 @@ def test_decoded_frame_shows_its_second(tmp_path):
     clip = read_clip(render_clip(tmp_path / "c.mp4", spec), frames_per_second=8, image_size=64)
     red = (clip.frames[..., 0].astype(int) - clip.frames[..., 1]).max(axis=(2, 3)) > 100  # (T, F)
     assert red.tolist() == [[t in spec.shape_seconds] * 8 for t in range(6)]
+
+
+def test_resize_modes(tmp_path):
+    """stretch (the authors): whole frame squeezed to a square; crop: short side, centre square."""
+    spec = ClipSpec(seconds=1, fps=10, width=96, height=64, shape_seconds={0}, colour=(240, 20, 20))
+    path = render_clip(tmp_path / "r.mp4", spec)
+    stretch = read_clip(path, frames_per_second=1, image_size=32, resize="stretch").frames[0, 0]
+    crop = read_clip(path, frames_per_second=1, image_size=32, resize="crop").frames[0, 0]
+    keep = read_clip(path, frames_per_second=1, image_size=48, resize="keep").frames[0, 0]  # display only
+    assert stretch.shape == crop.shape == (32, 32, 3) and keep.shape == (32, 48, 3)
+    red = lambda img: (img[..., 0].astype(int) - img[..., 1] > 100).mean()  # noqa: E731
+    assert red(stretch) == pytest.approx(32 * 32 / (96 * 64), abs=0.03)  # the 32-px square: 1/6 of the frame
+    assert np.array_equal(crop, keep[:, 8:40])  # crop = the centre of the frame scaled to a 32-px short side
+    with pytest.raises(AvelError, match="unknown resize mode 'squash'"):
+        read_clip(path, resize="squash")
 
 
 # ---------------------------------------------------------------- audio decoding

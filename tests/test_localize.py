@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -14,6 +13,7 @@ from torch import nn
 
 from avel.cli import main
 from avel.errors import AvelError
+from avel.features.extracted import ExtractedSet
 from avel.features.render import ALIGNMENT_CLASSES, ClipSpec, make_alignment_set, render_clip
 from avel.features.weights import random_weight_files
 from avel.localize.events import events_document, merge_spans
@@ -80,6 +80,16 @@ def test_merge_spans_and_document_by_hand():
     assert doc["events"][1] == {"category": "c", "class_index": 2, "start": 4, "end": 7, "confidence": 0.6}
 
 
+def test_overlay_marks_the_attended_cell():
+    from avel.localize.pictures import overlay
+
+    frame = np.full((64, 64, 3), 100, np.uint8)
+    out = overlay(frame, np.array([0.7, 0.1, 0.1, 0.1])).astype(int)  # 2x2 map, top-left cell attended
+    change = np.abs(out - 100).sum(-1)
+    assert change[:16, :16].min() > 50 and change[48:, 48:].max() == 0  # least attended cells: untouched
+    assert np.array_equal(overlay(frame, np.full(49, 1 / 49)), frame)  # no preference: no heatmap
+
+
 # ---------------------------------------------------------------- end to end: render, extract, train, localize
 
 SPLITS = {"train": 8, "val": 2, "test": 2}
@@ -93,34 +103,6 @@ def nearest_centroid_accuracy(x: np.ndarray, truth: np.ndarray, fit: np.ndarray)
     rest = np.setdiff1d(np.arange(len(x)), fit)
     dist = ((x[rest][:, :, None] - centroids[None, None]) ** 2).sum(-1)  # (n, T, classes)
     return float((dist.argmin(-1) == truth[rest]).mean())
-
-
-class ExtractedDataset:
-    """The trainer's dataset interface over an `avel extract` folder with any pool5 grid.
-
-    AVEDataset insists on 7x7 maps (224-px frames: ~40 GFLOP a frame, too slow for this test), so the
-    test reads the folder directly. Categories are padded to 28 because avel.train.evaluate names
-    classes as catalog categories + background.
-    """
-
-    is_synthetic, noisy, object_cells = False, None, None
-
-    def __init__(self, root: Path) -> None:
-        from avel.data.catalog import BACKGROUND, read_annotations
-        from avel.io import read_h5
-
-        self.root = root
-        found = read_annotations(root / "Annotations.txt").categories
-        self.catalog = read_annotations(root / "Annotations.txt", categories=found + tuple(
-            f"unused {i}" for i in range(len(found), BACKGROUND)))
-        self.audio, self.visual = read_h5(root / "audio_feature.h5"), read_h5(root / "visual_feature.h5")
-        self.labels, self.mil_labels = read_h5(root / "labels.h5"), read_h5(root / "mil_labels.h5")
-        self.event_mask = read_h5(root / "labels_closs.h5")
-
-    def split(self, name: str) -> np.ndarray:
-        from avel.data.splits import ORDER_FILES, read_order
-
-        return read_order(self.root / ORDER_FILES[name], len(self.catalog))
 
 
 def test_alignment_end_to_end(tmp_path, weights, capsys):
@@ -147,7 +129,7 @@ def test_alignment_end_to_end(tmp_path, weights, capsys):
     assert nearest_centroid_accuracy(visual, shape, train_rows) == 1.0
 
     # 2. label t: a model trained on these features localizes held-out videos above chance.
-    ds = ExtractedDataset(ds_dir)
+    ds = ExtractedSet(ds_dir)  # AVEDataset reads 7x7 maps only
     labels = ds.labels.argmax(-1)
     event = np.array([[v.start <= t < v.end for t in range(10)] for v in videos])
     assert np.array_equal(labels != 28, event) and np.array_equal(event, (tone > 0) & (shape > 0))
@@ -198,6 +180,10 @@ def test_alignment_end_to_end(tmp_path, weights, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "trained on features from another extractor" in err[0]
     assert "vgg19_sha256" in err[0] and "vgg19_preprocessing: expected 'keras', got 'torchvision'" in err[0]
+    assert main(["localize", str(tmp_path / "nothing.mp4"), "--model", str(run), "--out", str(tmp_path / "z"),
+                 *wargs]) == 2
+    assert capsys.readouterr().err.strip() == f"avel: error: {tmp_path / 'nothing.mp4'}: file not found"
+
     # 6. a run without an extractor record: assumed to match (warning), but the map size must fit the model
     (ds_dir / "extractor.json").rename(ds_dir / "elsewhere.json")
     from avel.features.extractor import ExtractorConfig

@@ -15,7 +15,7 @@ def add_extractor_options(p: argparse.ArgumentParser) -> None:
                         "(keras [default, the authors'], torchvision: downloaded and hash-checked when online)")
     g.add_argument("--vggish-weights", default=None, metavar="PATH|NAME",
                    help="VGGish weights: torchvggish-port state dict, or the named source torchvggish (default)")
-    g.add_argument("--vgg19-preprocessing", default="auto", choices=("auto", "keras", "torchvision"),
+    g.add_argument("--vgg19-preprocessing", default=None, choices=("auto", "keras", "torchvision"),
                    help="input preprocessing; auto: from the weights file (h5 -> keras, state dict -> torchvision)")
     g.add_argument("--frames-per-second", type=int, default=None, metavar="F",
                    help="frames sampled and averaged per second (default 16, as the paper)")
@@ -35,7 +35,10 @@ def extractor_config(args: argparse.Namespace, defaults: dict | None = None):
     pick = lambda opt, key: opt if opt is not None else d.get(key, getattr(base, key))  # noqa: E731
     return ExtractorConfig(
         vgg19_weights=pick(args.vgg19_weights, "vgg19_weights"), vggish_weights=pick(args.vggish_weights, "vggish_weights"),
-        vgg19_preprocessing=args.vgg19_preprocessing, frames_per_second=pick(args.frames_per_second, "frames_per_second"),
+        # the recorded preprocessing belongs to the recorded weights: not to weights given on the command line
+        vgg19_preprocessing=args.vgg19_preprocessing or (
+            d.get("vgg19_preprocessing") if args.vgg19_weights is None else None) or base.vgg19_preprocessing,
+        frames_per_second=pick(args.frames_per_second, "frames_per_second"),
         image_size=pick(args.image_size, "image_size"), resize=pick(args.resize, "resize"),
         batch_size=args.batch_size, device=args.device)
 
@@ -84,7 +87,7 @@ def _extract(args: argparse.Namespace) -> int:
     import json
 
     from avel.errors import AvelError
-    from avel.features.extract import FILES, PARTS_DIR, extract_shard, make_plan, merge, wait_for_ranks
+    from avel.features.extract import FILES, PARTS_DIR, extract_shard, is_complete, make_plan, merge, wait_for_ranks
 
     if args.seconds < 1:
         raise AvelError(f"--seconds must be >= 1, got {args.seconds}")
@@ -105,6 +108,10 @@ def _extract(args: argparse.Namespace) -> int:
                 args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         extractor = FeatureExtractor(extractor_config(args))
         info = extractor.info
+        if is_complete(plan, args.out, info, args.seconds):
+            if rank == 0:
+                print(f"{args.out} already holds all {len(plan.rows)} rows with these settings: nothing to do")
+            return 0
         show = not args.quiet and rank == 0
         ok, failed = extract_shard(plan, extractor, args.out, args.seconds, rank, world, show_progress=show)
         if distributed:

@@ -157,6 +157,59 @@ class PartStore:
         return p.read_text().strip() if p.is_file() else None
 
 
+def final_matches(out_dir: Path, info: dict, num_segments: int) -> dict | None:
+    """The final files' extractor.json if they were made with these settings and segment count, else None."""
+    meta = read_extractor_info(out_dir)
+    if meta is None or meta.get("num_segments") != num_segments:
+        return None
+    return meta if settings_id({k: meta.get(k) for k in info}) == settings_id(info) else None
+
+
+def is_complete(plan: Plan, out_dir: Path, info: dict, num_segments: int) -> bool:
+    """True when the final files already hold every planned row, made with these settings."""
+    meta = final_matches(out_dir, info, num_segments)
+    return meta is not None and not meta.get("failed_videos") and \
+        [(r["source_row"], r["video"]) for r in meta["rows"]] == plan.rows
+
+
+def restore_parts(out_dir: Path, info: dict, keys: list[str], num_segments: int) -> int:
+    """Recreate part files of `keys` from the final files of an earlier run with the same settings
+    (a clean merge removes the parts): a rerun then extracts only what is new or failed."""
+    import h5py
+
+    meta = final_matches(out_dir, info, num_segments)
+    if meta is None:
+        return 0
+    store, sid, wanted = PartStore(out_dir), settings_id(info), set(keys)
+    first_row = {}
+    for r in meta["rows"]:
+        if r["video"] in wanted and not store.done(r["video"]):
+            first_row.setdefault(r["video"], r)
+    if not first_row:
+        return 0
+    with h5py.File(out_dir / FILES["audio"], "r") as fa, h5py.File(out_dir / FILES["visual"], "r") as fv, \
+            h5py.File(out_dir / FILES["timestamps"], "r") as ft:
+        for key, r in first_row.items():
+            i = r["row"]
+            feats = VideoFeaturesRow(audio=fa[H5_KEY][i].astype(np.float32), visual=fv[H5_KEY][i].astype(np.float32),
+                                     frame_times=ft[FRAME_TIMES_KEY][i], duration=r["duration"],
+                                     has_audio=r["has_audio"], warnings=r["warnings"])
+            store.save(key, feats, sid)
+    return len(first_row)
+
+
+@dataclass
+class VideoFeaturesRow:
+    """One video's features read back from the final files (the fields PartStore.save writes)."""
+
+    audio: np.ndarray
+    visual: np.ndarray
+    frame_times: np.ndarray
+    duration: float
+    has_audio: bool
+    warnings: list[str]
+
+
 def extract_shard(plan: Plan, extractor, out_dir: Path, num_segments: int, rank: int = 0, world: int = 1,
                   show_progress: bool = True) -> tuple[int, int]:
     """Extract this rank's unfinished videos into part files; returns (done now, failed now)."""
@@ -167,6 +220,7 @@ def extract_shard(plan: Plan, extractor, out_dir: Path, num_segments: int, rank:
     store.check_settings(info)
     sid = settings_id(info)
     mine = shard(list(plan.videos), rank, world)
+    restore_parts(out_dir, info, mine, num_segments)
     todo = [k for k in mine if not store.done(k)]
     ok = failed = 0
     with video_progress(len(mine), len(mine) - len(todo), f"extracting (rank {rank}/{world})" if world > 1

@@ -46,6 +46,7 @@ class ClipSpec:
     seed: int = 0  # noise and shape position
     codec: str = "libx264"  # video encoder
     second_marker: bool = False  # draw the second's index as a grey level in the top-left corner
+    shape_duty: float = 1.0  # share of each shape second during which the shape shows (random phase)
 
     def times(self) -> np.ndarray:
         """(n,) presentation time (s) of every frame."""
@@ -62,8 +63,9 @@ def draw_frame(spec: ClipSpec, t: float, rng: np.random.Generator) -> np.ndarray
     noise = rng.integers(-8, 9, size=img.shape)
     img = np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
     second = int(np.floor(t + 1e-9))
-    if second in spec.shape_seconds:
-        pos = np.random.default_rng(spec.seed + 1000 * second)
+    pos = np.random.default_rng(spec.seed + 1000 * second)
+    phase = pos.random()
+    if second in spec.shape_seconds and (t - second - phase) % 1.0 < spec.shape_duty:
         side = max(4, min(spec.width, spec.height) // 2)
         y0 = int(pos.integers(0, spec.height - side + 1))
         x0 = int(pos.integers(0, spec.width - side + 1))
@@ -149,6 +151,7 @@ ALIGNMENT_CLASSES: dict[str, dict] = {
 }
 ALIGNMENT_FPS = (25, Fraction(30000, 1001), 30)  # frame rates cycled through the set
 ALIGNMENT_SECONDS = 10  # clip length (s), as AVE
+ALIGNMENT_TRUTH = "alignment.json"  # per-video ground truth written beside Annotations.txt
 
 
 @dataclass
@@ -164,14 +167,18 @@ class AlignmentVideo:
 
 
 def make_alignment_set(folder: str | Path, num_videos: int, splits: dict[str, int] | None = None, seed: int = 0,
-                       width: int = 96, height: int = 64, audio_rate: int = 22050) -> list[AlignmentVideo]:
-    """Render clips in which a shape and its tone appear together only during the event, with one
-    visible-silent and one audible-invisible distractor second outside it, so that a second is an
-    event exactly when *its* audio and *its* frames both show the class. Writes Annotations.txt and,
-    when `splits` gives sizes (e.g. {"train": 8, "val": 2, "test": 2}), the split files beside it."""
+                       width: int = 96, height: int = 64, audio_rate: int = 22050,
+                       shape_duty: float = 1.0, shape_only: int = 1, tone_only: int = 1) -> list[AlignmentVideo]:
+    """Render clips in which a shape and its tone appear together only during the event, with
+    `shape_only` visible-silent and `tone_only` audible-invisible distractor seconds outside it, so
+    that a second is an event exactly when *its* audio and *its* frames both show the class. Writes Annotations.txt and,
+    when `splits` gives sizes (e.g. {"train": 8, "val": 2, "test": 2}), the split files beside it, and
+    the ground truth (which seconds show the shape, which sound the tone) as alignment.json.
+    `shape_duty` < 1 flashes the shape for that share of each of its seconds (sparse frame sampling can
+    then miss it)."""
     from avel.data.catalog import format_line, Annotation
     from avel.data.splits import ORDER_FILES, write_order
-    from avel.io import write_text
+    from avel.io import write_json, write_text
 
     folder = Path(folder)
     rng = np.random.default_rng(seed)
@@ -179,19 +186,22 @@ def make_alignment_set(folder: str | Path, num_videos: int, splits: dict[str, in
     videos: list[AlignmentVideo] = []
     for i in range(num_videos):
         category = names[i % len(names)]
-        length = int(rng.integers(2, 6))
+        length = int(rng.integers(2, min(6, ALIGNMENT_SECONDS - shape_only - tone_only + 1)))
         start = int(rng.integers(0, ALIGNMENT_SECONDS - length + 1))
         event = set(range(start, start + length))
         outside = [int(s) for s in rng.permutation([s for s in range(ALIGNMENT_SECONDS) if s not in event])]
-        shape_only, tone_only = {outside[0]}, {outside[1]}
+        silent, unseen = set(outside[:shape_only]), set(outside[shape_only:shape_only + tone_only])
         spec = ClipSpec(seconds=ALIGNMENT_SECONDS, fps=ALIGNMENT_FPS[i % len(ALIGNMENT_FPS)], width=width,
-                        height=height, shape_seconds=event | shape_only, tone_seconds=event | tone_only,
-                        audio_rate=audio_rate,
+                        height=height, shape_seconds=event | silent, tone_seconds=event | unseen,
+                        audio_rate=audio_rate, shape_duty=shape_duty,
                         seed=seed * 1000 + i, **ALIGNMENT_CLASSES[category])
         path = render_clip(folder / f"av{i:03d}.mp4", spec)
         videos.append(AlignmentVideo(path, category, start, start + length, spec.shape_seconds, spec.tone_seconds))
     lines = [format_line(Annotation(i, v.category, v.path.stem, "good", v.start, v.end)) for i, v in enumerate(videos)]
     write_text(folder / "Annotations.txt", "\n".join(lines) + "\n")
+    write_json(folder / ALIGNMENT_TRUTH, [{"video": v.path.name, "category": v.category, "start": v.start,
+                                          "end": v.end, "shape_seconds": sorted(v.shape_seconds),
+                                          "tone_seconds": sorted(v.tone_seconds)} for v in videos])
     first = 0
     for split, size in (splits or {}).items():
         write_order(folder / ORDER_FILES[split], np.arange(first, first + size))

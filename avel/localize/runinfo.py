@@ -47,7 +47,7 @@ def extractor_defaults(info: dict | None) -> dict:
     if not info:
         return {}
     by_file = {s.filename: name for name, s in WEIGHT_SOURCES.items()}
-    out = {k: info[k] for k in ("frames_per_second", "image_size", "resize") if k in info}
+    out = {k: info[k] for k in ("frames_per_second", "image_size", "resize", "vgg19_preprocessing") if k in info}
     for net in ("vgg19", "vggish"):
         name = by_file.get(str(info.get(f"{net}_weights")))
         if name is not None:
