@@ -59,7 +59,7 @@ def main() -> None:
         n = len(ds)
         tr, te = ds.split("train"), ds.split("test")
         y = ds.labels.argmax(-1)
-        audio = np.asarray(ds.audio)
+        audio = np.array(ds.audio)
         visual = np.asarray(ds.visual, np.float32).reshape(n, 10, 49, 512)
         pooled = visual.mean(2)
         cells = ds.object_cells
