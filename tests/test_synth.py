@@ -44,7 +44,7 @@ def test_interrupted_generation_resumes_to_identical_output(tmp_path, monkeypatc
     calls = []
 
     def crash_after_first_chunk(path, obj):
-        if path.name == synth.PROGRESS_FILE and calls:
+        if path.name == synth.PROGRESS_FILE and len(calls) == 2:
             raise KeyboardInterrupt
         calls.append(obj.get("rows_done"))
         real_write_json(path, obj)
@@ -52,7 +52,7 @@ def test_interrupted_generation_resumes_to_identical_output(tmp_path, monkeypatc
     monkeypatch.setattr(synth, "write_json", crash_after_first_chunk)
     with pytest.raises(KeyboardInterrupt):
         synth.generate(tmp_path / "run", seed=1, **SMALL)
-    assert calls == [8]
+    assert calls == [0, 8]
     assert not (tmp_path / "run" / synth.MARKER_FILE).exists()  # incomplete: no marker
     assert not (tmp_path / "run" / "visual_feature.h5").exists()  # big files only under .part names
     monkeypatch.setattr(synth, "write_json", real_write_json)
@@ -64,6 +64,17 @@ def test_interrupted_generation_resumes_to_identical_output(tmp_path, monkeypatc
     for name, arr in _all_arrays(ref).items():
         np.testing.assert_array_equal(_read(out / name, "order" if "order" in name else "avadataset"), arr)
     assert not list(out.glob(".*.part"))
+
+
+def test_crash_before_the_first_chunk_can_be_rerun(tmp_path, monkeypatch):
+    real = synth.write_h5
+    monkeypatch.setattr(synth, "write_h5", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        synth.generate(tmp_path / "d", seed=1, **SMALL)
+    assert (tmp_path / "d" / "Annotations.txt").exists()  # a partial directory, without the marker
+    monkeypatch.setattr(synth, "write_h5", real)
+    out = synth.generate(tmp_path / "d", seed=1, **SMALL)
+    assert synth.read_marker(out)["seed"] == 1
 
 
 def test_refuses_to_overwrite_a_real_dataset(tmp_path):

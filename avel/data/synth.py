@@ -375,6 +375,8 @@ def generate(out_dir: str | Path, videos: int = DEFAULT_VIDEOS, seed: int = 0, a
     cats = catalog.categories
     meta = {"generator": "avel.data.synth", "version": GENERATOR_VERSION, "seed": seed, "videos": videos,
             "categories": categories, "noisy_videos": n_noisy, "audio_maps": audio_maps, "params": asdict(p)}
+    if not (out / PROGRESS_FILE).exists():  # from here on the directory is ours to (re)write and resume
+        write_json(out / PROGRESS_FILE, {**meta, "rows_done": 0})
     (out / MARKER_FILE).unlink(missing_ok=True)
 
     # Small files first: annotations, labels, splits.
