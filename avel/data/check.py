@@ -129,7 +129,8 @@ def scan_values(info: SourceInfo, label: str, progress=None) -> FeatureStats:
 
 def _check_labels(root: Path, catalog: Catalog, notes: list[str]) -> None:
     """Label files, when present, must equal the arrays Annotations.txt defines (row by row)."""
-    derived = {"labels": segment_labels(catalog), "mil_labels": video_labels(catalog), "labels_closs": event_mask(catalog)}
+    derived = {"labels": segment_labels(catalog), "mil_labels": video_labels(catalog),
+               "labels_closs": event_mask(catalog)}
     rows = {"labels": (NUM_SEGMENTS, NUM_CLASSES), "mil_labels": (NUM_CLASSES,), "labels_closs": (NUM_SEGMENTS,)}
     for key, name in LABEL_FILES.items():
         path = root / name
@@ -168,7 +169,8 @@ def _check_splits(root: Path, n: int, catalog: Catalog, notes: list[str]) -> dic
         out[f"{s}_match"] = read_order(root / MATCH_FILES[s], n)
     if match_present and len(match_present) < len(SPLITS):
         missing = next(s for s in SPLITS if s not in match_present)
-        raise AvelError("missing (the cross-modality split needs all three *_order_match.h5)", root / MATCH_FILES[missing])
+        raise AvelError("missing (the cross-modality split needs all three *_order_match.h5)",
+                        root / MATCH_FILES[missing])
     if "test_match" in out:
         full = [int(r) for r in out["test_match"] if catalog.rows[r].length >= NUM_SEGMENTS]
         if full:

@@ -35,7 +35,7 @@ from avel.data.catalog import (AVE_CATEGORIES, BACKGROUND, NUM_CLASSES, NUM_EVEN
 from avel.data.labels import write_label_files
 from avel.data.splits import MATCH_FILES, ORDER_FILES, write_order
 from avel.errors import AvelError
-from avel.io import H5_KEY, atomic_path, write_h5, write_json, write_text
+from avel.io import H5_KEY, write_h5, write_json, write_text
 
 GENERATOR_VERSION = 1  # bump when the generative model changes (recorded in the marker file)
 MARKER_FILE = "avel_synth.json"  # marks an AVE-Synth directory: generator version, seed, sizes
@@ -395,9 +395,10 @@ def generate(out_dir: str | Path, videos: int = DEFAULT_VIDEOS, seed: int = 0, a
         a, v, _ = render_video(rng, world, p, plan_video(rng, world, p, None, cats), False)
         noisy_a.append(a)
         noisy_v.append(v)
-    write_h5(out / "audio_feature_noisy.h5", {H5_KEY: np.asarray(noisy_a, np.float64).reshape(n_noisy, NUM_SEGMENTS, AUDIO_DIM)})
-    write_h5(out / "visual_feature_noisy.h5",
-             {H5_KEY: np.asarray(noisy_v, np.float64).reshape(n_noisy, NUM_SEGMENTS, GRID, GRID, VISUAL_DIM)})
+    noisy_audio = np.asarray(noisy_a, np.float64).reshape(n_noisy, NUM_SEGMENTS, AUDIO_DIM)  # (M, 10, 128)
+    noisy_visual = np.asarray(noisy_v, np.float64).reshape(n_noisy, NUM_SEGMENTS, GRID, GRID, VISUAL_DIM)
+    write_h5(out / "audio_feature_noisy.h5", {H5_KEY: noisy_audio})
+    write_h5(out / "visual_feature_noisy.h5", {H5_KEY: noisy_visual})
     noisy_labels = np.zeros((n_noisy, NUM_CLASSES), np.float32)
     noisy_labels[:, BACKGROUND] = 1.0
     write_h5(out / "labels_noisy.h5", {H5_KEY: noisy_labels})
@@ -489,7 +490,3 @@ def length_histogram(catalog: Catalog) -> dict[int, int]:
         out[a.length] = out.get(a.length, 0) + 1
     return dict(sorted(out.items()))
 
-
-__all__ = ["generate", "SynthParams", "make_world", "make_catalog", "make_splits", "plan_video", "render_video",
-           "read_marker", "DEFAULT_VIDEOS", "FULL_SIZE", "MARKER_FILE", "OBJECT_CELLS_FILE", "AUDIO_MAP_FILE",
-           "length_histogram", "default_noisy"]
