@@ -19,6 +19,12 @@ import numpy as np
 H5_KEY = "avadataset"  # the key every released AVE feature/label file stores its array under
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto `path` only on success."""
@@ -29,6 +35,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs follow the umask
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
