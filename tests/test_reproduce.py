@@ -109,6 +109,18 @@ def test_second_run_reuses_every_cell(tmp_path):
     assert json.loads((tmp_path / "report" / "results.json").read_text())["cells"] == res1["cells"]
 
 
+def test_parallel_workers_give_the_same_results(tmp_path):
+    seq = reproduce(_opts(tmp_path / "seq", sections=("table1", "table3")), FakeBackend().backend())
+    par = reproduce(_opts(tmp_path / "par", sections=("table1", "table3"), workers=2), FakeBackend().backend())
+    assert par["cells"].keys() == seq["cells"].keys()
+    for key, cell in par["cells"].items():
+        assert cell["summary"] == seq["cells"][key]["summary"] and cell["seeds"] == [0, 1]
+    assert par["tables"] == seq["tables"] and par["timing"]["runs_trained"] == 22
+    again = FakeBackend()
+    res = reproduce(_opts(tmp_path / "par", sections=("table1", "table3"), workers=2), again.backend())
+    assert res["timing"]["runs_reused"] == 22 and again.trained == []
+
+
 def test_interrupted_run_continues_where_it_stopped(tmp_path):
     fake = FakeBackend(fail_at=5)
     with pytest.raises(KeyboardInterrupt):
@@ -161,8 +173,12 @@ def test_eta_uses_same_cell_time_then_the_mean(tmp_path):
     eta.add("a", 10.0)
     eta.add("x", 20.0)
     assert eta.remaining() == pytest.approx(10.0 + 15.0 + 15.0)  # a: own time; b, c: mean of all
-    eta.current_start = time.monotonic() - 4.0
+    eta.started[id(jobs[0])] = time.monotonic() - 4.0
     assert eta.remaining() == pytest.approx(36.0, abs=0.5)  # 4 s into job a
+    eta.workers = 2
+    assert eta.remaining() == pytest.approx(18.0, abs=0.5)  # two workers share the rest
+    eta.started[id(jobs[0])] = time.monotonic() - 60.0
+    assert eta.remaining() == pytest.approx(15.0, abs=0.5)  # a job past its estimate counts as done
 
 
 def test_run_jobs_rejects_stale_and_corrupt_records(tmp_path):
@@ -186,7 +202,7 @@ def test_run_jobs_rejects_stale_and_corrupt_records(tmp_path):
 
 def _tiny_reproduce(out: Path, *extra: str) -> int:
     return main(["reproduce", "--out", str(out), "--videos", "40", "--categories", "4", "--seeds", "1", "--epochs", "1",
-                 "--threads", "1", "--quiet", "--only", "table1,supp_table1", "--cells", "A,V-att", *extra])
+                 "--workers", "2", "--quiet", "--only", "table1,supp_table1", "--cells", "A,V-att", *extra])
 
 
 def test_tiny_real_reproduction_end_to_end(tmp_path, capsys):

@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="cap on training epochs per run")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads per run (default: torch's; 1 is faster on a busy machine)")
+                   help="torch CPU threads per run (default: torch's, or 1 with --workers > 1; 1 is faster on a busy machine)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="training runs in parallel, each single-threaded (default 1; --quick: 2)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=_reproduce)
 
@@ -43,7 +45,7 @@ def _reproduce(args: argparse.Namespace) -> int:
                    cells=None if args.cells is None else tuple(k.strip() for k in args.cells.split(",") if k.strip()),
                    videos=args.videos, categories=args.categories,
                    epochs=args.epochs,
-                   device=args.device, threads=args.threads, progress=not args.quiet)
+                   device=args.device, threads=args.threads, workers=args.workers, progress=not args.quiet)
     results = reproduce(opts)
     t = results["timing"]
     print(f"{t['runs_trained']} runs trained, {t['runs_reused']} reused, {t['wall_seconds']:.0f} s")

@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from avel.report.runner import Job, run_jobs
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
 RUNS_DIR = "runs"
-FIGURES_DIR = "figures"
 DATA_DIR = "data"
 SYNTH_SEED = 0  # AVE-Synth generator seed (the data stay fixed across training seeds)
 
@@ -36,10 +35,10 @@ SYNTH_SEED = 0  # AVE-Synth generator seed (the data stay fixed across training 
 DEFAULT_SEEDS = 3  # runs per cell of a full reproduction
 QUICK_VIDEOS = 280  # AVE-Synth rows (10 per category)
 QUICK_SEEDS = 2  # the smallest number that gives a standard deviation
+QUICK_WORKERS = 2  # parallel single-threaded runs (capped at the CPU count)
 # Few epochs; small batches and a 3x learning rate so that they still make useful progress (on the
 # quick AVE-Synth, A+V-att reaches ~61% test accuracy in 3 epochs this way, ~34% with the defaults).
 QUICK_TRAIN = {"epochs": 3, "batch_size": 16, "lr": 3e-3}
-ATTENTION_FIG_VIDEOS = 4  # rows of the attention-map grid (paper Figure 5 shows a grid of examples)
 
 
 @dataclass
@@ -56,7 +55,8 @@ class Options:
     categories: int | None = None  # AVE-Synth categories when generating; None = all 28
     epochs: int | None = None  # override the training config's epoch cap
     device: str = "cpu"
-    threads: int | None = None  # torch CPU threads per training run (None: torch's default)
+    threads: int | None = None  # torch CPU threads per training run (None: torch's default; 1 with workers > 1)
+    workers: int | None = None  # training runs in parallel (None: 1, --quick: QUICK_WORKERS)
     progress: bool = True
 
 
@@ -64,12 +64,12 @@ class Options:
 class Backend:
     """The heavy operations, injectable for tests. Defaults call avel.data / avel.train / avel.crossmodal."""
 
-    open_dataset: Callable[[Path], Any] = field(default=None)  # type: ignore[assignment]
-    generate_synth: Callable[..., Path] = field(default=None)  # type: ignore[assignment]
-    make_train_config: Callable[..., Any] = field(default=None)  # type: ignore[assignment]
-    train: Callable[..., dict] = field(default=None)  # type: ignore[assignment]
-    run_table3: Callable[..., dict] = field(default=None)  # type: ignore[assignment]
-    figures: Callable[..., list[dict]] = field(default=None)  # type: ignore[assignment]
+    open_dataset: Callable[..., Any] | None = None  # (root, progress) -> dataset
+    generate_synth: Callable[..., Path] | None = None  # (out, videos, categories, seed, progress) -> root
+    make_train_config: Callable[..., Any] | None = None  # (seed, device, overrides) -> TrainConfig
+    train: Callable[..., dict] | None = None  # (dataset, model kwargs, train config, run_dir) -> results
+    run_table3: Callable[..., dict] | None = None  # (dataset, out_dir, seed, quick, device) -> Table 3 results
+    figures: Callable[..., list[dict]] | None = None  # (out, dataset, cells, records) -> figure descriptions
 
     def __post_init__(self) -> None:
         defaults = {"open_dataset": _open_dataset, "generate_synth": _generate_synth,
@@ -232,11 +232,23 @@ def table3_job(seed: int, ds: Any, data_fp: str, opts: Options, backend: Backend
                resumes=True)
 
 
+def n_workers(opts: Options) -> int:
+    """Parallel training runs: --workers, else QUICK_WORKERS for --quick (at most the CPU count), else 1."""
+    import os
+
+    if opts.workers is not None:
+        if opts.workers < 1:
+            raise AvelError(f"--workers must be at least 1, got {opts.workers}")
+        return opts.workers
+    return min(QUICK_WORKERS, os.cpu_count() or 1) if opts.quick else 1
+
+
 def train_overrides(opts: Options) -> dict[str, Any]:
     """Training settings that differ from avel.train's defaults: --quick's, then --epochs."""
     out: dict[str, Any] = dict(QUICK_TRAIN) if opts.quick else {}
-    if opts.threads is not None:
-        out["num_threads"] = opts.threads  # a runtime field: not part of the fingerprint
+    threads = opts.threads if opts.threads is not None else (1 if n_workers(opts) > 1 else None)
+    if threads is not None:
+        out["num_threads"] = threads  # a runtime field: not part of the fingerprint
     if opts.epochs is not None:
         if opts.epochs < 1:
             raise AvelError(f"--epochs must be at least 1, got {opts.epochs}")
@@ -295,7 +307,7 @@ def reproduce(opts: Options, backend: Backend | None = None) -> dict[str, Any]:
     jobs = [cell_job(c, s, ds, fp, opts, backend) for c in cells for s in seeds]
     if "table3" in opts.sections:
         jobs += [table3_job(s, ds, fp, opts, backend) for s in seeds]
-    stats = run_jobs(jobs, progress=opts.progress)
+    stats = run_jobs(jobs, progress=opts.progress, workers=n_workers(opts))
 
     summaries_for_figs = {c.key: stats.records.get(c.key, []) for c in cells}
     figures = backend.figures(out=opts.out, dataset=ds, cells=cells, records=summaries_for_figs)

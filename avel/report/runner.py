@@ -6,8 +6,13 @@ run directory (`<runs>/<cell>/seed<k>/`). A later invocation reuses a record who
 is missing or stale, clearing its half-written run directory first. So an interrupted reproduction
 continues where it stopped, and changing a setting re-trains exactly the cells it affects.
 
-Progress: one rich bar over all jobs, naming the cell being trained, with an ETA for the whole
-table estimated from measured job times (the same cell's earlier seeds when known, else the mean).
+Jobs run one after another, or in `workers` forked processes (on 2 CPU cores, two single-threaded
+training runs side by side finish sooner than one run on two threads: the models are small and
+their LSTMs do not parallelise well).
+
+Progress: one rich bar over all jobs, naming the cells being trained with their live status, with
+an ETA for the whole table estimated from measured job times (the same cell's earlier seeds when
+known, else the mean), divided among the workers.
 """
 
 from __future__ import annotations
@@ -69,12 +74,13 @@ def _jsonable(obj: Any) -> Any:
 
 
 class _Eta:
-    """ETA of the remaining jobs from measured job times."""
+    """ETA of the remaining jobs from measured job times, shared by `workers` parallel workers."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int = 1) -> None:
         self.times: dict[str, list[float]] = {}
-        self.pending: list[Job] = []
-        self.current_start: float | None = None
+        self.pending: list[Job] = []  # not finished (running ones included)
+        self.started: dict[int, float] = {}  # id(job) -> monotonic start time of running jobs
+        self.workers = max(1, workers)
 
     def add(self, group: str, seconds: float | None) -> None:
         if seconds is not None:
@@ -88,15 +94,16 @@ class _Eta:
         return sum(every) / len(every) if every else None
 
     def remaining(self) -> float | None:
-        ests = [self.estimate(j) for j in self.pending]
+        """Seconds of work left divided among the workers; None before any job time is known."""
         if not self.pending:
             return 0.0
+        ests = [self.estimate(j) for j in self.pending]
         if any(e is None for e in ests):
             return None
-        left = sum(ests)
-        if self.current_start is not None:
-            left -= min(time.monotonic() - self.current_start, ests[0])
-        return max(left, 0.0)
+        now = time.monotonic()
+        left = sum(e - min(now - self.started[id(j)], e) if id(j) in self.started else e
+                   for j, e in zip(self.pending, ests))
+        return max(left, 0.0) / min(self.workers, len(self.pending))
 
 
 class EtaColumn(ProgressColumn):
@@ -116,34 +123,52 @@ class EtaColumn(ProgressColumn):
 
 
 class StatusColumn(ProgressColumn):
-    """The running job's own status line (polled at most once per STATUS_POLL_S seconds)."""
+    """The running jobs' own status lines (polled at most once per STATUS_POLL_S seconds)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.job: Job | None = None
-        self._text, self._at = "", 0.0
+        self.running: list[Job] = []
+        self._text: dict[int, str] = {}
+        self._at = 0.0
 
     def render(self, task) -> Text:  # noqa: ANN001 (rich's Task)
-        if self.job is None or self.job.status is None:
-            return Text("")
         now = time.monotonic()
         if now - self._at >= STATUS_POLL_S:
             self._at = now
-            try:
-                self._text = self.job.status(self.job.run_dir)
-            except (OSError, ValueError, KeyError):
-                pass  # a file being replaced: keep the last status
-        return Text(self._text, style="progress.data.speed")
+            for job in self.running:
+                if job.status is not None:
+                    try:
+                        self._text[id(job)] = job.status(job.run_dir)
+                    except (OSError, ValueError, KeyError):
+                        pass  # a file being replaced: keep the last status
+        parts = [f"{j.label}: {self._text[id(j)]}" if self._text.get(id(j)) else j.label for j in self.running]
+        return Text("; ".join(parts), style="progress.data.speed")
 
 
-STATUS_POLL_S = 1.0  # seconds between polls of the running job's status
+STATUS_POLL_S = 1.0  # seconds between polls of the running jobs' status
+RESULT_POLL_S = 0.25  # seconds between checks for finished parallel jobs
+
+# Jobs of the current parallel run, inherited by the forked workers (closures cannot be pickled).
+_FORK_JOBS: list[Job] = []
+_FORK_STARTS: Any = None  # multiprocessing queue of (index, start time) sent by workers
 
 
-def run_jobs(jobs: Sequence[Job], *, progress: bool = True, console: Console | None = None) -> RunStats:
-    """Run (or reuse) every job in order; return their records grouped by `job.group`."""
+def _fork_worker_indexed(index: int) -> tuple[int, dict[str, Any]]:
+    """Worker side: announce the start, run the job, return its record (plain data, picklable)."""
+    _FORK_STARTS.put((index, time.monotonic()))
+    return index, execute_job(_FORK_JOBS[index])
+
+
+def run_jobs(jobs: Sequence[Job], *, progress: bool = True, console: Console | None = None,
+             workers: int = 1) -> RunStats:
+    """Run (or reuse) every job; return their records grouped by `job.group`.
+
+    workers > 1 runs jobs in that many forked processes (each job's work should then be
+    single-threaded); the pool is created before the progress display starts its thread.
+    """
     stats = RunStats()
-    eta = _Eta()
     todo: list[Job] = []
+    eta = _Eta(workers)
     for job in jobs:
         rec = load_record(job)
         if rec is None:
@@ -154,25 +179,77 @@ def run_jobs(jobs: Sequence[Job], *, progress: bool = True, console: Console | N
             eta.add(job.group, rec.get("seconds"))
     eta.pending = list(todo)
     status = StatusColumn()
-    columns = [SpinnerColumn(), TextColumn("{task.description}"), status, BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), EtaColumn(eta)]
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), EtaColumn(eta), status]
+
+    def finished(job: Job, rec: dict[str, Any]) -> None:
+        eta.pending.remove(job)
+        eta.started.pop(id(job), None)
+        if job in status.running:
+            status.running.remove(job)
+        eta.add(job.group, rec["seconds"])
+        stats.trained += 1
+        stats.seconds += rec["seconds"]
+        stats.records.setdefault(job.group, []).append(rec)
+
+    pool = _fork_pool(todo, min(workers, len(todo))) if workers > 1 and len(todo) > 1 else None
     console = console or Console(stderr=True)
-    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
-        task = bar.add_task("reproduce", total=len(jobs), completed=stats.reused)
-        for job in todo:
-            bar.update(task, description=f"training {job.label}")
-            eta.current_start = time.monotonic()
-            status.job, status._text = job, ""
-            rec = execute_job(job)
-            eta.current_start, status.job = None, None
-            eta.pending.pop(0)
-            eta.add(job.group, rec["seconds"])
-            stats.trained += 1
-            stats.seconds += rec["seconds"]
-            stats.records.setdefault(job.group, []).append(rec)
-            bar.update(task, advance=1)
-        bar.update(task, description="done")
+    try:
+        with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+            task = bar.add_task("training", total=len(jobs), completed=stats.reused)
+            if pool is None:
+                for job in todo:
+                    eta.started[id(job)] = time.monotonic()
+                    status.running = [job]
+                    finished(job, execute_job(job))
+                    bar.update(task, advance=1)
+            else:
+                _run_parallel(pool, todo, eta, status, finished, lambda: bar.update(task, advance=1))
+            bar.update(task, description="done")
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
     return stats
+
+
+def _fork_pool(todo: list[Job], n: int):
+    """A pool of n forked workers that inherit `todo` (closures and the open dataset come along)."""
+    import multiprocessing as mp
+
+    global _FORK_JOBS, _FORK_STARTS
+    ctx = mp.get_context("fork")
+    _FORK_JOBS, _FORK_STARTS = list(todo), ctx.SimpleQueue()  # set before the fork: workers copy them
+    return ctx.Pool(n, initializer=_single_threaded)
+
+
+def _single_threaded() -> None:
+    """Pool workers share the cores: one torch thread each (also avoids OpenMP's fork troubles)."""
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def _run_parallel(pool: Any, todo: list[Job], eta: _Eta, status: StatusColumn,
+                  finished: Callable[[Job, dict], None], advance: Callable[[], None]) -> None:
+    """Hand every job to the pool; follow their starts and results until all are done."""
+    import multiprocessing as mp
+
+    results = pool.imap_unordered(_fork_worker_indexed, range(len(todo)))
+    done = 0
+    while done < len(todo):
+        while not _FORK_STARTS.empty():
+            i, t0 = _FORK_STARTS.get()
+            eta.started[id(todo[i])] = t0
+            status.running.append(todo[i])
+        try:
+            i, rec = results.next(timeout=RESULT_POLL_S)
+        except mp.TimeoutError:
+            continue
+        finished(todo[i], rec)
+        advance()
+        done += 1
 
 
 def execute_job(job: Job) -> dict[str, Any]:
