@@ -28,7 +28,7 @@ def _as_tensor(x: Any, device: torch.device) -> torch.Tensor | None:
     return t.to(device=device, dtype=torch.float32)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(model: nn.Module, audio: Any = None, visual: Any = None, *, batch_size: int = PREDICT_BATCH,
             device: str | torch.device | None = None, **inputs: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """Class probabilities per second (N, T, C) and attention (N, T, k) or None, for features of any length T.

@@ -1,0 +1,151 @@
+"""A+V-att training-step speed at AVE shapes, against a plain fp32 matrix product measured in the same run.
+
+    .venv/bin/python benchmarks/bench_train_step.py [--batch 64] [--steps 10] [--threads N] [--device cpu]
+
+Prints: time per training step (forward + backward + Adam) at batch 64 x 10 s x 7x7x512, the FLOPs
+of that step as counted by torch.utils.flop_counter (every matrix product actually executed) plus
+the LSTMs' products counted analytically (the fused LSTM kernels are invisible to the counter), the achieved GFLOP/s, the GFLOP/s of a 4096^3 fp32 matrix product timed before and
+after the steps, their ratio, and inference throughput (segments/s) on a batch of 402 videos (the
+AVE test split). Both with glibc's default allocator behaviour and with avel's tuning
+(avel.train.perf.tune_cpu_allocator), which the trainer applies on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from avel.models.registry import ModelConfig, create_model
+from avel.train.perf import tune_cpu_allocator
+
+T, GRID, DV, DA, C = 10, 7, 512, 128, 29  # AVE: 10 s, VGG-19 pool5 7x7x512, VGGish 128, 29 classes
+MATMUL_N = 4096  # square fp32 product used as the reference rate
+TEST_VIDEOS = 402  # AVE test split
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_gflops(device: torch.device, reps: int = 3) -> float:
+    a = torch.randn(MATMUL_N, MATMUL_N, device=device)
+    b = torch.randn(MATMUL_N, MATMUL_N, device=device)
+    a @ b
+    times = []
+    for _ in range(reps):
+        sync(device)
+        t = time.perf_counter()
+        a @ b
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * MATMUL_N**3 / statistics.median(times) / 1e9
+
+
+def make_batch(batch: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    audio = torch.rand(batch, T, DA, generator=g)
+    visual = torch.rand(batch, T, GRID, GRID, DV, generator=g)
+    labels = torch.randint(0, C, (batch, T), generator=g)
+    return audio.to(device), visual.to(device), labels.to(device)
+
+
+def train_step(model, opt, audio, visual, labels) -> None:
+    out = model(audio, visual)
+    loss = F.cross_entropy(out.logits.reshape(-1, C), labels.reshape(-1))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def lstm_flops(lstm: torch.nn.LSTM, batch: int, input_grad: bool) -> int:
+    """Matrix-product FLOPs of one LSTM layer, forward + backward (FlopCounterMode does not see the
+    fused CPU/cuDNN LSTM kernels). Forward: 4 gates x (input + recurrent) products per step; backward:
+    the weight gradients, the recurrent gradient, and the input gradient only when the input needs one."""
+    dirs = 2 if lstm.bidirectional else 1
+    rows = batch * T * dirs
+    gates = 4 * lstm.hidden_size
+    forward = 2 * rows * gates * (lstm.input_size + lstm.hidden_size)
+    backward = forward + 2 * rows * gates * lstm.hidden_size + (2 * rows * gates * lstm.input_size if input_grad else 0)
+    return forward + backward
+
+
+def count_flops(model, opt, batch) -> tuple[int, dict[str, int]]:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        train_step(model, opt, *batch)
+    per_op = {str(op).replace("aten.", ""): n for op, n in counter.get_flop_counts()["Global"].items()}
+    # The audio LSTM reads the raw audio features (no input gradient); the visual LSTM reads the
+    # attention context, whose gradient trains the attention.
+    n = batch[0].shape[0]
+    per_op["lstm"] = (lstm_flops(model.body.temporal_a.lstm, n, input_grad=False)
+                      + lstm_flops(model.body.temporal_v.lstm, n, input_grad=True))
+    return sum(per_op.values()), per_op
+
+
+def measure(label: str, args: argparse.Namespace, device: torch.device) -> None:
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(name="A+V-att")).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batch = make_batch(args.batch, device)
+    flops, per_op = count_flops(model, opt, batch)
+    for _ in range(args.warmup):
+        train_step(model, opt, *batch)
+    mm_before = matmul_gflops(device)
+    times = []
+    for _ in range(args.steps):
+        sync(device)
+        t = time.perf_counter()
+        train_step(model, opt, *batch)
+        sync(device)
+        times.append(time.perf_counter() - t)
+    mm_after = matmul_gflops(device)
+    step = statistics.median(times)
+    mm = statistics.median([mm_before, mm_after])
+    achieved = flops / step / 1e9
+
+    model.eval()
+    audio, visual, _ = make_batch(TEST_VIDEOS, device, seed=1)
+    with torch.inference_mode():
+        model(audio[:8], visual[:8])
+        sync(device)
+        t = time.perf_counter()
+        model(audio, visual)
+        sync(device)
+        infer = time.perf_counter() - t
+    print(f"[{label}]")
+    print(f"  training step (batch {args.batch}): median {step * 1e3:.1f} ms over {args.steps} steps "
+          f"(min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f})")
+    print(f"  FLOPs per step (counted): {flops / 1e9:.2f} GFLOP  "
+          + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in sorted(per_op.items(), key=lambda kv: -kv[1])))
+    print(f"  achieved: {achieved:.1f} GFLOP/s; matmul {MATMUL_N}^3 fp32: {mm:.1f} GFLOP/s "
+          f"(before {mm_before:.1f}, after {mm_after:.1f}); ratio {100 * achieved / mm:.1f}%")
+    print(f"  inference: {TEST_VIDEOS} videos in {infer * 1e3:.0f} ms = {TEST_VIDEOS * T / infer:,.0f} segments/s")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--skip-default", action="store_true", help="only the tuned-allocator measurement")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} CPU threads")
+    if device.type == "cpu" and not args.skip_default:
+        measure("glibc default allocator", args, device)
+    applied = device.type == "cpu" and tune_cpu_allocator()
+    measure("avel allocator tuning" if applied else "as configured", args, device)
+
+
+if __name__ == "__main__":
+    main()
