@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -47,7 +48,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_gflops(device: torch.device, repeats: int = 5) -> float:
+def matmul_gflops(device: torch.device, repeats: int = 10) -> float:
     """Achieved GFLOP/s of an n x n float32 matrix product (2 n^3 FLOP)."""
     n = MATMUL_N[device.type]
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
@@ -182,16 +183,23 @@ def main() -> None:
           f"figures per 10-s video{' (scaled from ' + str(args.seconds) + ' s)' if args.seconds != AVE_SECONDS else ''}")
     print(f"VGG-19 to pool5 at {args.image_size}x{args.image_size}: {gflop_frame / 2:.2f} GMAC = {gflop_frame:.2f} GFLOP "
           "per frame (the usual '19.6 GFLOPs' counts multiply-adds)")
-    mm = matmul_gflops(device)
-    layouts = vgg_layout_gflops(device, args.image_size, batch=8 if device.type == "cpu" else 64)
-    print(f"matrix product ({MATMUL_N[device.type]}^2 float32): {mm:.1f} GFLOP/s")
-    print(f"VGG-19 alone: channels-last {layouts['channels_last']:.1f} GFLOP/s "
-          f"({layouts['channels_last'] / mm:.0%} of matmul), NCHW {layouts['nchw']:.1f} GFLOP/s")
-    print(f"{'fps':>4} {'s/video':>9} {'VGG GFLOP/s':>12} {'vs matmul':>9} {'VGG':>5} {'VGGish':>7} "
+    if hasattr(os, "getloadavg"):
+        print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (a shared machine makes "
+              "absolute figures noisy; each ratio uses a matrix product timed right before and after)")
+    batch = 8 if device.type == "cpu" else 64
+    mm = [matmul_gflops(device)]
+    layouts = vgg_layout_gflops(device, args.image_size, batch=batch)
+    mm.append(matmul_gflops(device))
+    print(f"matrix product ({MATMUL_N[device.type]}^2 float32): {np.mean(mm):.1f} GFLOP/s")
+    print(f"VGG-19 alone (batch {batch}): channels-last {layouts['channels_last']:.1f} GFLOP/s "
+          f"({layouts['channels_last'] / np.mean(mm):.0%} of matmul), NCHW {layouts['nchw']:.1f} GFLOP/s")
+    print(f"{'fps':>4} {'s/video':>9} {'VGG GFLOP/s':>12} {'matmul':>7} {'VGG/matmul':>10} {'VGG':>5} {'VGGish':>7} "
           f"{'decode work':>11} {'decode wait':>11}")
     for fps in args.frames_per_second:
+        before = matmul_gflops(device)
         r = run(videos, weights, fps, args)
-        print(f"{fps:>4} {r['s_per_video']:>9.2f} {r['vgg_gflops']:>12.1f} {r['vgg_gflops'] / mm:>9.0%} "
+        mm = (before + matmul_gflops(device)) / 2
+        print(f"{fps:>4} {r['s_per_video']:>9.2f} {r['vgg_gflops']:>12.1f} {mm:>7.1f} {r['vgg_gflops'] / mm:>10.0%} "
               f"{r['vgg_share']:>5.0%} {r['vggish_share']:>7.0%} {r['decode_work_share']:>11.0%} "
               f"{r['decode_wait_share']:>11.0%}")
     print("shares are of wall time; decode work runs on a separate thread, decode wait is the part not "
