@@ -65,8 +65,10 @@ def write_h5(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
                 f.create_dataset(key, data=arr)
 
 
-def read_h5(path: str | Path, key: str = H5_KEY) -> np.ndarray:
-    """Read one array from an HDF5 file, with a clear error for a missing, truncated or keyless file."""
+@contextmanager
+def open_h5(path: str | Path, key: str = H5_KEY) -> Iterator[Any]:
+    """Open `path[key]` (an h5py Dataset) for reading, with one clear error for a missing,
+    truncated or keyless file."""
     import h5py
 
     from avel.errors import AvelError
@@ -75,9 +77,21 @@ def read_h5(path: str | Path, key: str = H5_KEY) -> np.ndarray:
     if not path.is_file():
         raise AvelError("file not found", path)
     try:
-        with h5py.File(path, "r") as f:
-            if key not in f:
-                raise AvelError(f"no dataset '{key}' (found: {', '.join(f.keys()) or 'none'})", path)
-            return f[key][()]
+        f = h5py.File(path, "r")
     except OSError as exc:
-        raise AvelError(f"not a readable HDF5 file (truncated or corrupt?): {exc}", path) from exc
+        raise AvelError(f"not a readable HDF5 file (truncated or corrupt?): {exc}", path) from None
+    with f:
+        if key not in f:
+            raise AvelError(f"no dataset '{key}' (found: {', '.join(f.keys()) or 'none'})", path)
+        yield f[key]
+
+
+def read_h5(path: str | Path, key: str = H5_KEY) -> np.ndarray:
+    """Read one array from an HDF5 file (errors as in `open_h5`)."""
+    from avel.errors import AvelError
+
+    with open_h5(path, key) as d:
+        try:
+            return d[()]
+        except OSError as exc:
+            raise AvelError(f"cannot read '{key}' (truncated or corrupt?): {exc}", path) from None

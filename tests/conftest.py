@@ -30,3 +30,15 @@ def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from avel.data.synth import generate
 
     return generate(tmp_path_factory.mktemp("tiny_synth") / "ave-synth", progress=False, **TINY_SYNTH)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits on a shared 2-core machine
+    (and keeps CPU runs repeatable). Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,13 +16,7 @@ SHAPE = (3, 2, 16)  # a small (H, W, C) audio map
 CFG = ModelConfig(audio_map_shape=SHAPE, hidden=8, attention_dim=12, visual_dim=20, visual_grid=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waits on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _batch(T: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -12,13 +12,7 @@ from avel.crossmodal.models import AVDLN, DCCA, CrossModalConfig, build_model, e
 from avel.crossmodal.pairs import positive_pairs, sample_pairs
 from avel.errors import AvelError
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest on the shared 2-core machine (and repeatable)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

@@ -19,13 +19,7 @@ LAYER_NAMES = ["input_1", "input_2", "dense_1", "dense_3", "leaky_re_lu_1", "lea
                "lambda_1"]
 DENSE_SHAPES = {"dense_1": (512, 128), "dense_2": (128, 64), "dense_3": (128, 128), "dense_4": (128, 64)}
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest on the shared 2-core machine (and repeatable)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

@@ -25,12 +25,7 @@ CLEAN = SynthParams(silent_visible_p=0.0, offscreen_p=0.0, onset_offset_p=0.0, d
 EPOCHS = "2"  # = table3.QUICK_EPOCHS, so run_table3(quick=True) reuses the runs trained here
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,7 @@ from avel.crossmodal.train import CrossModalTrainConfig, train_run
 from avel.errors import AvelError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def planted(n: int, seed: int, name: str) -> CrossModalData:

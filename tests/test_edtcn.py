@@ -10,13 +10,7 @@ from avel.models.edtcn import EDTCN, channel_norm, pool_time, upsample_time
 from avel.models.registry import ModelConfig, create_model, list_models
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waits on a shared 2-core machine (30x faster)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registered():

@@ -12,13 +12,7 @@ from torch import nn
 from avel.errors import AvelError
 from avel.models.fusion import FUSIONS, create_fusion
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waits on a shared 2-core machine (30x faster)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # (dim_a, dim_v, out_dim) of the three settings the paper compares:

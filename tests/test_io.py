@@ -26,3 +26,9 @@ def test_mode_follows_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+
+
+def test_one_thread_fixture_is_active_in_module_fixtures(one_thread):
+    import torch
+
+    assert torch.get_num_threads() == 1

@@ -15,12 +15,7 @@ from avel.models.registry import ModelConfig, create_model
 from avel.train.losses import LOSSES, mil_pool
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def numpy_attention(att: AudioGuidedAttention, audio: np.ndarray, visual: np.ndarray):

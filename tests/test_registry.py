@@ -18,13 +18,7 @@ from avel.models.registry import ModelConfig, create_model, list_models, model_s
 B, T = 2, 10
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is faster, and immune to a busy machine's oversubscription."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 AUDIO_MAP_SHAPE = (6, 4, 512)  # spatial audio map (H, W, C) for models that read "audio_map"
 
 

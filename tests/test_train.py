@@ -66,12 +66,7 @@ def array_ds() -> ArrayDataset:
     return ArrayDataset()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def quick_cfg(**kw) -> TrainConfig:

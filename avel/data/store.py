@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from avel.errors import AvelError
-from avel.io import H5_KEY, write_json
+from avel.io import H5_KEY, open_h5, write_json
 
 CACHE_DIRNAME = ".avel_cache"  # default cache folder inside a dataset directory
 CACHE_ENV = "AVEL_CACHE_DIR"  # overrides the cache location (one subfolder per dataset)
@@ -64,19 +64,8 @@ class SourceInfo:
 
 def inspect_h5(path: str | Path, key: str = H5_KEY) -> SourceInfo:
     """Shape/dtype of `path[key]`, or an AvelError naming the file (missing, unreadable, no key)."""
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise AvelError("file not found", path)
-    try:
-        with h5py.File(path, "r") as f:
-            if key not in f:
-                raise AvelError(f"no dataset '{key}' (found: {', '.join(f.keys()) or 'none'})", path)
-            d = f[key]
-            return SourceInfo(path, key, tuple(d.shape), np.dtype(d.dtype))
-    except OSError as exc:
-        raise AvelError(f"not a readable HDF5 file (truncated or corrupt?): {exc}", path) from None
+    with open_h5(path, key) as d:
+        return SourceInfo(Path(path), key, tuple(d.shape), np.dtype(d.dtype))
 
 
 def default_cache_dir(root: str | Path) -> Path:
