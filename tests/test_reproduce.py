@@ -244,3 +244,12 @@ def test_quick_reproduction_fills_every_table(tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert len(res["cells"]) == 42 and all(c["summary"]["n"] == 2 for c in res["cells"].values())
     assert "not run" not in (out / "report.md").read_text()
+
+
+def test_training_status_reads_the_trainers_resume_state(tmp_path):
+    from avel.report.pipeline import training_status
+
+    assert training_status(tmp_path) == ""  # before the first epoch
+    (tmp_path / "last.json").write_text(json.dumps({"history": [{"epoch": 1, "val_accuracy": 40.2},
+                                                                {"epoch": 2, "val_accuracy": 61.26}]}))
+    assert training_status(tmp_path) == "epoch 2 val 61%"

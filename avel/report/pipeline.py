@@ -124,7 +124,7 @@ def _train(dataset: Any, model_kwargs: dict, train_cfg: Any, run_dir: Path) -> d
 
 
 def training_status(run_dir: Path) -> str:
-    """'epoch 3, val 61.2%' from the trainer's resume state (last.json), '' before the first epoch."""
+    """'epoch 3 val 61%' from the trainer's resume state (last.json), '' before the first epoch."""
     path = run_dir / "last.json"
     if not path.is_file():
         return ""
@@ -133,7 +133,7 @@ def training_status(run_dir: Path) -> str:
     history = json.loads(path.read_text()).get("history") or []
     if not history:
         return ""
-    return f"epoch {history[-1]['epoch']}, val {history[-1]['val_accuracy']:.1f}%"
+    return f"epoch {history[-1]['epoch']} val {history[-1]['val_accuracy']:.0f}%"
 
 
 def _run_table3(dataset: Any, out_dir: Path, seed: int, quick: bool, device: str) -> dict:

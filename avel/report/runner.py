@@ -179,7 +179,7 @@ def run_jobs(jobs: Sequence[Job], *, progress: bool = True, console: Console | N
             eta.add(job.group, rec.get("seconds"))
     eta.pending = list(todo)
     status = StatusColumn()
-    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
                TimeElapsedColumn(), EtaColumn(eta), status]
 
     def finished(job: Job, rec: dict[str, Any]) -> None:
