@@ -73,11 +73,14 @@ def curves(path: str | Path, series: Mapping[str, tuple[Sequence[float], Sequenc
     fig, ax = plt.subplots(figsize=(7.0, 4.0))
     for label, (xs, ys) in series.items():
         ax.plot(list(xs), list(ys), marker=".", label=label)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
-    ax.set_title("Training curves (seed of the first run)")
+    ax.set_title("Training curves (first seed)")
     _save(fig, path)
     return path
 
