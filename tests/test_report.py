@@ -123,9 +123,11 @@ def test_render_from_hand_made_results_json(tmp_path):
         "timing": {"wall_seconds": 12.4, "runs_trained": 3, "runs_reused": 1},
         "sections": ["edtcn"],
         "tables": {"edtcn": {"title": "ED-TCN", "caption": "cap", "header": ["Model", "avel", "paper"],
-                             "rows": [{"label": "ED-TCN", "entries": [{"mean": 40.25, "std": 0.35, "n": 2}, {"paper": 46.9}]},
+                             "rows": [{"label": "ED-TCN",
+                                       "entries": [{"mean": 40.25, "std": 0.35, "n": 2}, {"paper": 46.9}]},
                                       {"label": "V", "entries": [{"missing": "not run"}, None]}]}},
-        "claims": [], "attention": [{"label": "V-att", "hit_rate": {"mean": 81.0, "std": 3.0, "n": 2}, "chance": 2.0408}],
+        "claims": [],
+        "attention": [{"label": "V-att", "hit_rate": {"mean": 81.0, "std": 3.0, "n": 2}, "chance": 2.0408}],
         "figures": [{"title": "Curves", "path": "figures/curves.png", "caption": "val acc"}],
     }
     (tmp_path / "results.json").write_text(json.dumps(doc))

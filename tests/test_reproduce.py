@@ -149,7 +149,8 @@ def test_changed_settings_retrain_only_what_they_affect(tmp_path):
 def test_only_and_cells_and_missing_audio_maps(tmp_path):
     fake = FakeBackend(audio_maps=False)
     res = reproduce(_opts(tmp_path, sections=("supp_table3", "edtcn"), seeds=1), fake.backend())
-    assert sorted(m for m, _ in fake.trained) == ["ED-TCN", "V", "V-att"]  # cell slugs  # no A' models without audio maps
+    # cell slugs: no A' models without audio maps
+    assert sorted(m for m, _ in fake.trained) == ["ED-TCN", "V", "V-att"]
     rows = {r["label"]: r["entries"][0] for r in res["tables"]["supp_table3"]["rows"]}
     assert rows["A'"] == {"missing": "not available: the dataset has no audio maps"}
     fake = FakeBackend()

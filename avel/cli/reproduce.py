@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="cap on training epochs per run")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads per run (default: torch's, or 1 with --workers > 1; 1 is faster on a busy machine)")
+                   help="torch CPU threads per run (default: torch's, or 1 with --workers > 1; "
+                        "1 is faster on a busy machine)")
     p.add_argument("--workers", type=int, default=None,
                    help="training runs in parallel, each single-threaded (default 1; --quick: 2)")
     p.add_argument("--quiet", action="store_true", help="no progress display")

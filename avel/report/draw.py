@@ -41,7 +41,8 @@ def draw_per_category(out: Path, ds: Any, records: dict[str, list[dict]]) -> dic
         if not runs or not runs[0].get("per_class"):
             continue
         stats = [summarize([r["per_class"][k] for r in runs]) for k in range(len(runs[0]["per_class"]))]
-        series[key] = ([None if s is None else s["mean"] for s in stats], [None if s is None else s["std"] for s in stats])
+        series[key] = ([None if s is None else s["mean"] for s in stats],
+                       [None if s is None else s["std"] for s in stats])
     if not series:
         return None
     rel = f"{FIGURES_DIR}/per_category.png"

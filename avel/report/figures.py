@@ -113,7 +113,9 @@ def attention_grid(path: str | Path, maps: np.ndarray, titles: Sequence[str],
             ax.set_title(f"{j}s" + ("*" if event else ""), fontsize=7)
             if j == 0:
                 ax.set_ylabel(titles[i], fontsize=7)
-    note = "red box: ground-truth sounding-object cell; * = event second" if gt_cells is not None else "* = event second"
+    note = "* = event second"
+    if gt_cells is not None:
+        note = "red box: ground-truth sounding-object cell; " + note
     fig.suptitle(f"Audio-guided visual attention (7x7), {note}", fontsize=8)
     _save(fig, path)
     return path
