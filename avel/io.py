@@ -49,6 +49,19 @@ def write_json(path: str | Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def read_json_if_exists(path: str | Path) -> Any | None:
+    """Parse a JSON file, None when it does not exist, one clear error when it is not JSON."""
+    from avel.errors import AvelError
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise AvelError(f"not valid JSON: {exc}", path) from None
+
+
 def write_text(path: str | Path, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:

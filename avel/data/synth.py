@@ -35,7 +35,7 @@ from avel.data.catalog import (AVE_CATEGORIES, BACKGROUND, NUM_CLASSES, NUM_EVEN
 from avel.data.labels import write_label_files
 from avel.data.splits import MATCH_FILES, ORDER_FILES, write_order
 from avel.errors import AvelError
-from avel.io import H5_KEY, write_h5, write_json, write_text
+from avel.io import H5_KEY, read_json_if_exists, write_h5, write_json, write_text
 
 GENERATOR_VERSION = 1  # bump when the generative model changes (recorded in the marker file)
 MARKER_FILE = "avel_synth.json"  # marks an AVE-Synth directory: generator version, seed, sizes
@@ -474,13 +474,7 @@ def _progress(enabled: bool):
 
 def read_marker(root: str | Path) -> dict | None:
     """The AVE-Synth metadata of a directory, or None when it is not AVE-Synth."""
-    path = Path(root) / MARKER_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise AvelError(f"not valid JSON: {exc}", path) from None
+    return read_json_if_exists(Path(root) / MARKER_FILE)
 
 
 def length_histogram(catalog: Catalog) -> dict[int, int]:

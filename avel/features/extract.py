@@ -35,7 +35,7 @@ import numpy as np
 
 from avel.data.catalog import Catalog, format_line, read_annotations
 from avel.errors import AvelError
-from avel.io import H5_KEY, atomic_path, write_json, write_text
+from avel.io import H5_KEY, atomic_path, read_json_if_exists, write_json, write_text
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".webm", ".avi", ".mov", ".flv", ".m4v", ".mpg", ".mpeg",
                             ".3gp", ".ts", ".wmv", ".ogv"})
@@ -333,13 +333,7 @@ def _write_failures(out_dir: Path, plan: Plan, failures: dict[str, str]) -> None
 
 def read_extractor_info(dataset_dir: str | Path) -> dict | None:
     """The extractor.json of an extracted dataset folder (None if the folder has none)."""
-    path = Path(dataset_dir) / FILES["extractor"]
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise AvelError(f"not valid JSON: {exc}", path) from None
+    return read_json_if_exists(Path(dataset_dir) / FILES["extractor"])
 
 
 def wait_for_ranks(world: int) -> None:
