@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from avel.errors import AvelError
+from avel.errors import AvelError, reject_unknown_fields
 
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), the floor under the squared distance
 KERAS_LEAKY_ALPHA = 0.3  # keras.layers.LeakyReLU default alpha, as used by the authors
@@ -47,10 +47,7 @@ class CrossModalConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], path: Any = None) -> "CrossModalConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise AvelError(f"cross-modal config has unknown fields {sorted(unknown)} (from a newer avel?)", path)
+        reject_unknown_fields(cls, d, "cross-modal config", path)
         cfg = cls(**d)
         cfg.validate(path)
         return cfg

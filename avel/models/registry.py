@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from avel.errors import AvelError
+from avel.errors import AvelError, reject_unknown_fields
 
 
 @dataclass
@@ -44,10 +44,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise AvelError(f"model config has unknown fields {sorted(unknown)} (from a newer avel?)")
+        reject_unknown_fields(cls, d, "model config")
         d = dict(d)
         if d.get("audio_map_shape") is not None:
             d["audio_map_shape"] = tuple(d["audio_map_shape"])

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from avel.errors import AvelError
+from avel.errors import AvelError, reject_unknown_fields
 
 # Fields that change neither the numbers a run computes nor what it means: a run may be resumed
 # with different values (e.g. on another device).
@@ -39,10 +39,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise AvelError(f"train config has unknown fields {sorted(unknown)} (from a newer avel?)")
+        reject_unknown_fields(cls, d, "train config")
         return cls(**d)
 
     def result_fields(self) -> dict[str, Any]:
