@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_train_step.py [--batch 64] [--steps 10] [--threads N] [--device cpu]
 
-Prints: time per training step (forward + backward + Adam) at batch 64 x 10 s x 7x7x512, the FLOPs
+Prints: time per training step (forward + backward + Adam; attention on avel's fused CPU path,
+and for comparison on the plain whole-batch formulation) at batch 64 x 10 s x 7x7x512, the FLOPs
 of that step as counted by torch.utils.flop_counter (every matrix product actually executed) plus
 the LSTMs' products counted analytically (the fused LSTM kernels are invisible to the counter), the achieved GFLOP/s, the GFLOP/s of a 4096^3 fp32 matrix product timed before and
 after the steps, their ratio, and inference throughput (segments/s) on a batch of 402 videos (the
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from avel.models.attention import AudioGuidedAttention
 from avel.models.registry import ModelConfig, create_model
 from avel.train.perf import tune_cpu_allocator
 
@@ -75,10 +77,23 @@ def lstm_flops(lstm: torch.nn.LSTM, batch: int, input_grad: bool) -> int:
     return forward + backward
 
 
+def attention_modules(model) -> list:
+    return [m for m in model.modules() if isinstance(m, AudioGuidedAttention)]
+
+
+def set_fused(model, fused: bool) -> None:
+    for m in attention_modules(model):
+        m.fused = fused
+
+
 def count_flops(model, opt, batch) -> tuple[int, dict[str, int]]:
+    """FLOPs of the paper's formulation, counted on the plain (whole-batch) attention path: the
+    fused CPU path runs the same products chunk by chunk, some as in-place addmm_ the counter skips."""
     counter = FlopCounterMode(display=False)
+    set_fused(model, False)
     with counter:
         train_step(model, opt, *batch)
+    set_fused(model, True)
     per_op = {str(op).replace("aten.", ""): n for op, n in counter.get_flop_counts()["Global"].items()}
     # The audio LSTM reads the raw audio features (no input gradient); the visual LSTM reads the
     # attention context, whose gradient trains the attention.
@@ -94,30 +109,41 @@ def measure(label: str, args: argparse.Namespace, device: torch.device) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     batch = make_batch(args.batch, device)
     flops, per_op = count_flops(model, opt, batch)
-    for _ in range(args.warmup):
-        train_step(model, opt, *batch)
     mm_before = matmul_gflops(device)
-    times = []
-    for _ in range(args.steps):
-        sync(device)
-        t = time.perf_counter()
-        train_step(model, opt, *batch)
-        sync(device)
-        times.append(time.perf_counter() - t)
+    steps = {}
+    for fused in (True, False):  # the CPU-fused attention, then the plain formulation, same weights
+        set_fused(model, fused)
+        for _ in range(args.warmup):
+            train_step(model, opt, *batch)
+        times = []
+        for _ in range(args.steps):
+            sync(device)
+            t = time.perf_counter()
+            train_step(model, opt, *batch)
+            sync(device)
+            times.append(time.perf_counter() - t)
+        steps[fused] = times
+    set_fused(model, True)
     mm_after = matmul_gflops(device)
+    times = steps[True]
     step = statistics.median(times)
+    plain = statistics.median(steps[False])
     mm = statistics.median([mm_before, mm_after])
     achieved = flops / step / 1e9
 
     model.eval()
     audio, visual, _ = make_batch(TEST_VIDEOS, device, seed=1)
+    infer = {}
     with torch.inference_mode():
-        model(audio[:8], visual[:8])
-        sync(device)
-        t = time.perf_counter()
-        model(audio, visual)
-        sync(device)
-        infer = time.perf_counter() - t
+        for fused in (True, False):
+            set_fused(model, fused)
+            model(audio[:8], visual[:8])
+            sync(device)
+            t = time.perf_counter()
+            model(audio, visual)
+            sync(device)
+            infer[fused] = time.perf_counter() - t
+    set_fused(model, True)
     print(f"[{label}]")
     print(f"  training step (batch {args.batch}): median {step * 1e3:.1f} ms over {args.steps} steps "
           f"(min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f})")
@@ -125,7 +151,11 @@ def measure(label: str, args: argparse.Namespace, device: torch.device) -> None:
           + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in sorted(per_op.items(), key=lambda kv: -kv[1])))
     print(f"  achieved: {achieved:.1f} GFLOP/s; matmul {MATMUL_N}^3 fp32: {mm:.1f} GFLOP/s "
           f"(before {mm_before:.1f}, after {mm_after:.1f}); ratio {100 * achieved / mm:.1f}%")
-    print(f"  inference: {TEST_VIDEOS} videos in {infer * 1e3:.0f} ms = {TEST_VIDEOS * T / infer:,.0f} segments/s")
+    print(f"  plain (whole-batch) attention formulation: median {plain * 1e3:.1f} ms per step, "
+          f"{flops / plain / 1e9:.1f} GFLOP/s, ratio {100 * flops / plain / 1e9 / mm:.1f}%"
+          + ("" if device.type == "cpu" else " (the fused path is CPU-only: both lines time the plain one)"))
+    print(f"  inference: {TEST_VIDEOS} videos in {infer[True] * 1e3:.0f} ms = {TEST_VIDEOS * T / infer[True]:,.0f} "
+          f"segments/s (plain formulation: {TEST_VIDEOS * T / infer[False]:,.0f} segments/s)")
 
 
 def main() -> None:

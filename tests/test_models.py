@@ -90,6 +90,42 @@ def test_attention_gradients_match_autograd_of_plain_formula() -> None:
         torch.testing.assert_close(fast[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
 
 
+@pytest.mark.parametrize("chunk_rows", [1, 10, 4096])
+def test_fused_attention_equals_plain_formulation(monkeypatch, chunk_rows) -> None:
+    """The chunked CPU path (hand-written backward) against the whole-batch formulation under
+    autograd, in float64: outputs, and the gradients of every parameter, of the audio and of the
+    regions, with chunks that do not divide the batch (7 seconds, 2 per chunk at chunk_rows 10)."""
+    from avel.models import fused_attention
+
+    monkeypatch.setattr(fused_attention, "CHUNK_ROWS", chunk_rows)
+    torch.manual_seed(3)
+    att = AudioGuidedAttention(audio_dim=5, visual_dim=6, d=8, k=4).double()
+    audio = torch.rand(1, 7, 5, dtype=torch.float64, requires_grad=True)
+    visual = torch.rand(1, 7, 2, 2, 6, dtype=torch.float64, requires_grad=True)
+    g_ctx, g_w = torch.randn(1, 7, 6, dtype=torch.float64), torch.randn(1, 7, 4, dtype=torch.float64)
+    results = []
+    for fused in (True, False):
+        att.fused = fused
+        att.zero_grad()
+        audio.grad = visual.grad = None
+        ctx, w = att(audio, visual)
+        ((ctx * g_ctx).sum() + (w * g_w).sum()).backward()
+        grads = {n: p.grad.clone() for n, p in att.named_parameters()}
+        results.append((ctx.detach(), w.detach(), grads, audio.grad.clone(), visual.grad.clone()))
+        with torch.no_grad():  # the inference path keeps nothing for a backward pass
+            ctx_ng, w_ng = att(audio, visual)
+        torch.testing.assert_close(ctx_ng, ctx.detach())
+        torch.testing.assert_close(w_ng, w.detach())
+    (c1, w1, g1, ga1, gv1), (c2, w2, g2, ga2, gv2) = results
+    torch.testing.assert_close(c1, c2)
+    torch.testing.assert_close(w1, w2)
+    torch.testing.assert_close(ga1, ga2)
+    torch.testing.assert_close(gv1, gv2)
+    assert g1.keys() == g2.keys()
+    for n in g1:
+        torch.testing.assert_close(g1[n], g2[n], msg=n)
+
+
 def test_pooled_visual_models_ignore_attention_and_region_order() -> None:
     """V and A+V average the 49 regions: permuting them leaves the output unchanged; V-att's
     attention also depends only on region content, so permuting regions permutes its map."""
