@@ -1,6 +1,6 @@
 """A+V-att training-step speed at AVE shapes, against a plain fp32 matrix product measured in the same run.
 
-    .venv/bin/python benchmarks/bench_train_step.py [--batch 64] [--steps 10] [--threads N] [--device cpu]
+    .venv/bin/python benchmarks/bench_train_step.py [--batch 64] [--steps 10] [--threads N] [--device cpu] [--profile]
 
 Prints: time per training step (forward + backward + Adam; attention on avel's fused CPU path,
 and for comparison on the plain whole-batch formulation) at batch 64 x 10 s x 7x7x512, the FLOPs
@@ -166,6 +166,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip-default", action="store_true", help="only the tuned-allocator measurement")
+    p.add_argument("--profile", action="store_true",
+                   help="also print where a fused step spends its time (torch profiler, per op and input shape)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -175,6 +177,27 @@ def main() -> None:
         measure("glibc default allocator", args, device)
     applied = device.type == "cpu" and tune_cpu_allocator()
     measure("avel allocator tuning" if applied else "as configured", args, device)
+    if args.profile:
+        profile_step(args, device)
+
+
+def profile_step(args: argparse.Namespace, device: torch.device, steps: int = 3) -> None:
+    """Self time per step of each op and input shape over a few fused training steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(name="A+V-att")).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batch = make_batch(args.batch, device)
+    for _ in range(args.warmup):
+        train_step(model, opt, *batch)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(steps):
+            train_step(model, opt, *batch)
+    rows = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)
+    print(f"[profile: self CPU time per step, mean of {steps} steps]")
+    for e in rows[:25]:
+        print(f"  {e.self_cpu_time_total / steps / 1e3:8.1f} ms  {e.key:32s} {e.input_shapes}")
 
 
 if __name__ == "__main__":

@@ -212,3 +212,23 @@ class AVEDataset:
     def __repr__(self) -> str:
         kind = "AVE-Synth" if self.is_synthetic else "AVE"
         return f"AVEDataset({str(self.root)!r}, {kind}, {len(self)} rows)"
+
+
+class SplitView:
+    """A dataset with other split rows: everything else (features, labels, catalog) is the wrapped
+    dataset's. For experiments that need another split than the stored one (e.g. a larger test
+    split for tighter estimates); train(SplitView(ds, {...}), ...) trains on it like on ds."""
+
+    def __init__(self, ds, splits: dict[str, np.ndarray]) -> None:
+        self._ds, self._splits = ds, {k: np.asarray(v, dtype=np.int64) for k, v in splits.items()}
+
+    def __getattr__(self, name: str):
+        return getattr(self._ds, name)
+
+    def __len__(self) -> int:
+        return len(self._ds)
+
+    def split(self, name: str) -> np.ndarray:
+        if name not in self._splits:
+            raise AvelError(f"unknown split '{name}' (this view has {', '.join(self._splits)})")
+        return self._splits[name]

@@ -18,7 +18,7 @@ step spends 2 x 2N*512*d FLOP on U_v (forward, weight gradient; autograd skips t
 the constant visual features) and 3 x 2N*d*k on W_v: ~37.6 GFLOP at batch 64, almost all in large
 GEMMs (see benchmarks/bench_train_step.py). On CPU the module runs the same maths in cache-sized
 chunks of seconds with a hand-written backward (avel.models.fused_attention), which keeps the
-(N, d) intermediates out of main memory; `plain_forward` is the whole-batch formulation, used on
+(N, d) intermediates other than the ReLU output out of main memory; `plain_forward` is the whole-batch formulation, used on
 GPU and as the reference the tests compare against.
 """
 
