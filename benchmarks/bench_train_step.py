@@ -181,8 +181,35 @@ def main() -> None:
         profile_step(args, device)
 
 
+def _product_flops(op: str, shapes: list) -> tuple[int, int, int] | None:
+    """(m, k, n) of a profiled matrix-product row, from its input shapes; None for other ops."""
+    name = op.replace("aten::", "")
+    if name in ("mm", "addmm", "addmm_"):
+        a, b = shapes[:2] if name == "mm" else shapes[1:3]
+        if len(a) == 2 and len(b) == 2:
+            return a[0], a[1], b[1]
+    if name in ("bmm", "baddbmm"):
+        a, b = shapes[:2] if name == "bmm" else shapes[1:3]
+        if len(a) == 3 and len(b) == 3:
+            return a[0] * a[1], a[2], b[2]
+    return None
+
+
+def _group(op: str, mkn: tuple[int, int, int] | None, k_regions: int) -> str:
+    if "rnn" in op or "lstm" in op.lower():
+        return "LSTMs (oneDNN kernels)"
+    if mkn is None:
+        return "everything else (elementwise, softmax, reductions, Adam, Python)"
+    if k_regions in mkn:
+        return f"W_v products ({k_regions}-wide)"
+    if mkn.count(DV) >= 2 and max(mkn) > DV:
+        return "U_v products (region rows x 512 x 512)"
+    return "other matrix products"
+
+
 def profile_step(args: argparse.Namespace, device: torch.device, steps: int = 3) -> None:
-    """Self time per step of each op and input shape over a few fused training steps."""
+    """Self time per step of each op and input shape over a few fused training steps, then the
+    same grouped by kind of work with each group's rate against the reference matrix product."""
     from torch.profiler import ProfilerActivity, profile
 
     torch.manual_seed(0)
@@ -198,6 +225,29 @@ def profile_step(args: argparse.Namespace, device: torch.device, steps: int = 3)
     print(f"[profile: self CPU time per step, mean of {steps} steps]")
     for e in rows[:25]:
         print(f"  {e.self_cpu_time_total / steps / 1e3:8.1f} ms  {e.key:32s} {e.input_shapes}")
+
+    mm = matmul_gflops(device)
+    n = batch[0].shape[0]
+    lstm = (lstm_flops(model.body.temporal_a.lstm, n, input_grad=False)
+            + lstm_flops(model.body.temporal_v.lstm, n, input_grad=True))
+    groups: dict[str, list[float]] = {}  # name -> [seconds per step, FLOP per step]
+    for e in rows:
+        mkn = _product_flops(e.key, e.input_shapes)
+        g = groups.setdefault(_group(e.key, mkn, GRID * GRID), [0.0, 0.0])
+        g[0] += e.self_cpu_time_total / steps / 1e6
+        if mkn is not None:
+            g[1] += 2 * mkn[0] * mkn[1] * mkn[2] * e.count / steps
+    groups["LSTMs (oneDNN kernels)"][1] = lstm
+    total = sum(t for t, _ in groups.values())
+    flops = sum(f for _, f in groups.values())
+    print(f"[profile by kind of work, against a {MATMUL_N}^3 fp32 product at {mm:.1f} GFLOP/s; "
+          f"profiled step {total * 1e3:.1f} ms, {flops / 1e9:.2f} GFLOP, ratio {100 * flops / total / 1e9 / mm:.1f}%]")
+    for name, (t, f) in sorted(groups.items(), key=lambda kv: -kv[1][0]):
+        rate = f"{f / t / 1e9:6.1f} GFLOP/s = {100 * f / t / 1e9 / mm:5.1f}% of the product" if f else " " * 39
+        at_ref = (total - t + f / mm / 1e9)
+        what = "if at the product's rate" if f else "if it took no time"
+        print(f"  {t * 1e3:7.1f} ms {f / 1e9:6.2f} GFLOP {rate}   {name}; {what}: step "
+              f"{at_ref * 1e3:.1f} ms, ratio {100 * flops / at_ref / 1e9 / mm:.1f}%")
 
 
 if __name__ == "__main__":
