@@ -130,6 +130,14 @@ def test_bad_sources_raise_naming_the_file(tmp_path):
     with pytest.raises(AvelError, match="float16 range") as e:
         st.array(tmp_path / "big.h5", np.float16)
     assert "big.h5" in str(e.value)
+    bad = np.ones((30, 4, 5))
+    bad[17, 2, 3] = np.inf
+    bad[23, 0, 0] = np.nan
+    _write(tmp_path / "nan.h5", bad)
+    with pytest.raises(AvelError, match="row 17: NaN or infinite") as e:
+        st.array(tmp_path / "nan.h5")
+    assert "nan.h5" in str(e.value)
+    assert not list((tmp_path / "cache").glob("nan*.npy"))  # nothing a later run could trust
     _write(tmp_path / "t.h5", np.ones((50, 1000)))
     data = (tmp_path / "t.h5").read_bytes()
     (tmp_path / "t.h5").write_bytes(data[: len(data) // 2])

@@ -252,6 +252,25 @@ def test_load_run_errors(av_att_run, tmp_path) -> None:
         ckpt.load_run(bad)
 
 
+def test_early_stopping_and_selection_follow_validation(tmp_path, array_ds, monkeypatch) -> None:
+    """Patience counts epochs in which neither the validation score nor the validation loss improved;
+    the checkpoint kept is the best-scoring epoch, not the last one."""
+    from avel.train import trainer as trainer_mod
+
+    scripted = iter([(50, 1.0), (60, 0.9), (55, 0.95), (58, 0.85), (59, 0.88), (57, 0.86), (99, 0.1)])
+
+    def fake_validate(self, model):
+        acc, loss = next(scripted)
+        return {"val_accuracy": float(acc), "val_video_accuracy": 0.0, "val_loss": loss}
+
+    monkeypatch.setattr(trainer_mod._Trainer, "_validate", fake_validate)
+    out = tmp_path / "es"
+    results = train(array_ds, ModelConfig(name="A"), quick_cfg(epochs=20, patience=2), out, progress=False)
+    # epoch 3: loss worse (1 bad); 4: loss improves (reset); 5, 6: neither improves -> stop after 6
+    assert (results["stopped"], results["epochs_run"], results["best_epoch"]) == ("early stopping", 6, 2)
+    assert len((out / ckpt.CURVES_CSV).read_text().strip().splitlines()) == 1 + 6
+
+
 def test_nan_loss_stops_clearly_and_keeps_last_good_checkpoint(tmp_path, array_ds, monkeypatch) -> None:
     calls = {"n": 0}
     real = trainer_mod.LOSSES["ce"]
@@ -303,11 +322,15 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return rc, out, err
 
 
-def test_cli_train_then_evaluate(tiny_synth, tmp_path, capsys) -> None:
+def test_cli_train_then_evaluate(tiny_synth, tmp_path, capsys, monkeypatch) -> None:
     out = tmp_path / "run"
-    rc, stdout, _ = run_cli(["train", "--data", str(tiny_synth), "--model", "A+V", "--out", str(out), "--epochs", "2",
-                             "--batch-size", "16", "--threads", "1", "--quiet", "--seed", "3"], capsys)
-    assert rc == 0 and "A+V: selected epoch" in stdout
+    monkeypatch.setenv("AVEL_CACHE_DIR", str(tmp_path / "cache"))  # a fresh cache: --quiet must hide its building too
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich draws progress as on a terminal
+    rc, stdout, stderr = run_cli(["train", "--data", str(tiny_synth), "--model", "A+V", "--out", str(out),
+                                  "--epochs", "2", "--batch-size", "16", "--threads", "1", "--quiet", "--seed", "3"],
+                                 capsys)
+    assert rc == 0 and "A+V: selected epoch" in stdout and stderr == ""
+    assert any((tmp_path / "cache").rglob("*.npy"))
     results = json.loads((out / ckpt.RESULTS_FILE).read_text())
     doc = json.loads((out / ckpt.CONFIG_FILE).read_text())
     assert doc["data"]["root"] == str(tiny_synth.resolve()) and doc["data"]["synthetic"]
@@ -319,13 +342,33 @@ def test_cli_train_then_evaluate(tiny_synth, tmp_path, capsys) -> None:
     assert set(evaluated["per_class"]) == set(AVE_CATEGORIES[:6])  # tiny_synth uses 6 categories
     rc, stdout, _ = run_cli(["evaluate", str(out), "--split", "val", "--data", str(tiny_synth)], capsys)
     assert rc == 0 and f"{results['val']['accuracy']:.2f}%" in stdout and AVE_CATEGORIES[0] in stdout
+    # the text report ends with the confusion matrix: its counts cover every validation second once,
+    # and its diagonal holds the correctly labelled ones
+    lines = stdout.splitlines()
+    rows = lines[lines.index(next(s for s in lines if s.startswith("confusion matrix"))) + 2:]
+    counts = [[int(x) for x in row.split()[-len(rows):]] for row in rows]
+    assert sum(map(sum, counts)) == results["val"]["num_seconds"]
+    correct = sum(counts[i][i] for i in range(len(rows)))
+    assert round(100.0 * correct / results["val"]["num_seconds"], 2) == round(results["val"]["accuracy"], 2)
+
+
+def test_cli_train_shows_progress_on_stderr(tiny_synth, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich draws progress as on a terminal
+    rc, stdout, stderr = run_cli(["train", "--data", str(tiny_synth), "--model", "A", "--out", str(tmp_path / "r"),
+                                  "--epochs", "2", "--batch-size", "16", "--threads", "1"], capsys)
+    assert rc == 0 and stdout.startswith("A: selected epoch")  # stdout stays clean for scripts
+    for shown in ("A run (at most 2 epochs)", "A epoch 2/2", "loss ", "| val ", "best epoch", "ETA"):
+        assert shown in stderr, shown
 
 
 def test_cli_errors_are_one_line(tiny_synth, tmp_path, capsys) -> None:
     rc, _, err = run_cli(["train", "--data", str(tiny_synth), "--model", "A+V-attn", "--out", str(tmp_path / "x")],
                          capsys)
-    assert rc == 2 and err.count("\n") == 1 and "valid models: " in err and "A+V-att" in err and "DMRN" in err
+    assert rc == 2 and err.count("\n") == 1 and "valid models: A, V, V-att, A+V, A+V-att, DMRN, " in err
     assert not (tmp_path / "x").exists()
+    rc, _, err = run_cli(["train", "--data", str(tiny_synth), "--model", "V", "--fusion", "dmrn",
+                          "--out", str(tmp_path / "v")], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "single stream" in err and not (tmp_path / "v").exists()
     rc, _, err = run_cli(["evaluate", str(tmp_path / "missing")], capsys)
     assert rc == 2 and err.count("\n") == 1 and "run directory not found" in err
     rc, _, err = run_cli(["train", "--data", str(tmp_path / "nodata"), "--model", "A", "--out", str(tmp_path / "y")],

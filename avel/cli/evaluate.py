@@ -30,7 +30,22 @@ def format_report(r: dict[str, Any]) -> str:
     lines.append("per category (accuracy over the seconds of that category's videos):")
     width = max((len(k) for k in r["per_class"]), default=0)
     lines += [f"  {name:<{width}}  {acc:6.2f}" for name, acc in r["per_class"].items()]
+    lines += format_confusion(r["confusion"])
     return "\n".join(lines)
+
+
+def format_confusion(confusion: dict[str, Any]) -> list[str]:
+    """The confusion matrix as text: one row per true label, columns numbered like the rows; labels that
+    never occur and are never predicted are left out."""
+    names, m = confusion["labels"], confusion["matrix"]
+    keep = [i for i in range(len(names)) if sum(m[i]) or any(row[i] for row in m)]
+    cell = max(3, *(len(str(m[i][j])) for i in keep for j in keep)) if keep else 3
+    width = max((len(names[i]) for i in keep), default=0)
+    lines = ["confusion matrix (seconds; rows: true label, columns: predicted, numbered like the rows):",
+             f"  {'':>2}  {'':<{width}}  " + " ".join(f"{c:>{cell}}" for c in range(len(keep)))]
+    for r, i in enumerate(keep):
+        lines.append(f"  {r:>2}  {names[i]:<{width}}  " + " ".join(f"{m[i][j]:>{cell}}" for j in keep))
+    return lines
 
 
 def _evaluate(args: argparse.Namespace) -> int:

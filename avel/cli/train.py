@@ -53,7 +53,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.fusion_stage is not None:
         model_kw["fusion_stage"] = args.fusion_stage
     train_kw = {field: getattr(args, opt) for opt, field in TRAIN_OPTIONS.items() if getattr(args, opt) is not None}
-    ds = AVEDataset.open(args.data)
+    ds = AVEDataset.open(args.data, progress=not args.quiet)
     results = train(ds, ModelConfig(**model_kw), TrainConfig(**train_kw), args.out, progress=not args.quiet)
     if DistInfo(rank=int(os.environ.get("RANK", "0"))).is_main:
         test = results["test"]

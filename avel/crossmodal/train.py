@@ -179,11 +179,12 @@ def _progress_bar(enabled: bool, total: float, label: str) -> Iterator[Callable[
     if not enabled:
         yield lambda advance=0.0, info=None: None
         return
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("epoch {task.fields[epoch]}/{task.total:.0f}"),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-    with Progress(*columns) as bar:
+    with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task(label, total=total, info="", epoch=0)
         done = [0.0]  # epochs completed, fractional
 

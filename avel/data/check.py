@@ -180,6 +180,7 @@ def _check_splits(root: Path, n: int, catalog: Catalog, notes: list[str]) -> dic
 
 def check_dataset(root: str | Path, progress: bool = True) -> CheckReport:
     """Validate every file of a dataset directory; raise AvelError at the first problem."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     root = Path(root)
@@ -205,7 +206,7 @@ def check_dataset(root: str | Path, progress: bool = True) -> CheckReport:
     feats += _check_noisy(root, report)
     _check_object_cells(root, catalog, report.notes)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  disable=not progress, transient=True) as bar:
+                  disable=not progress, transient=True, console=Console(stderr=True)) as bar:
         report.features = [scan_values(info, label, bar) for info, label in feats]
     return report
 

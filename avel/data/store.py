@@ -170,6 +170,10 @@ class FeatureStore:
                     i1 = min(i0 + step, n)
                     src = np.ascontiguousarray(dset[i0:i1])
                     hasher.update(src.data)
+                    finite = np.isfinite(src.reshape(len(src), -1)).all(axis=1)
+                    if not finite.all():
+                        r = i0 + int(np.flatnonzero(~finite)[0])
+                        raise AvelError(f"row {r}: NaN or infinite values (the cache is not built)", info.path)
                     rows = src if fn is None else fn(src)
                     if dtype == np.float16 and np.abs(rows).max(initial=0) > FLOAT16_MAX:
                         raise AvelError(f"rows {i0}..{i1 - 1}: values exceed the float16 range", info.path)
@@ -217,10 +221,11 @@ def _resume_rows(progress_file: Path, fp: dict, n: int) -> int:
 
 
 def _progress(enabled: bool):
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    disable=not enabled)
+                    disable=not enabled, console=Console(stderr=True))
 
 
 def grid_mean(rows: np.ndarray) -> np.ndarray:

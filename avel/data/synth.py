@@ -465,11 +465,12 @@ def _resume_point(out: Path, meta: dict, parts: dict[str, Path]) -> int:
 
 
 def _progress(enabled: bool):
+    from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), disable=not enabled, transient=False)
+                    TimeRemainingColumn(), disable=not enabled, transient=False, console=Console(stderr=True))
 
 
 def read_marker(root: str | Path) -> dict | None:

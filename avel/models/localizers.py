@@ -145,6 +145,10 @@ class Localizer(nn.Module):
                 raise AvelError(f"unknown fusion stage '{cfg.fusion_stage}'; valid: {', '.join(FUSION_STAGES)}")
             self.body = FUSION_STAGES[cfg.fusion_stage](cfg.audio_dim, cfg.visual_dim, cfg)
         else:
+            default = ModelConfig()
+            if (cfg.fusion, cfg.fusion_stage) != (default.fusion, default.fusion_stage):
+                raise AvelError(f"{cfg.name} has a single stream, so fusion '{cfg.fusion}' at stage "
+                                f"'{cfg.fusion_stage}' would be ignored; fusion applies to A+V and A+V-att")
             self.body = SingleStream(cfg.audio_dim if use_audio else cfg.visual_dim, cfg)
 
     def forward(self, audio: torch.Tensor | None = None, visual: torch.Tensor | None = None,

@@ -96,15 +96,19 @@ def _load_builtin_models() -> None:
                 raise
 
 
+PAPER_MODELS = ("A", "V", "V-att", "A+V", "A+V-att", "DMRN")  # Table 1's names, listed first
+
+
 def list_models() -> list[str]:
+    """Registered names: Table 1's first, then the rest in registration order."""
     _load_builtin_models()
-    return list(_REGISTRY)
+    return [n for n in PAPER_MODELS if n in _REGISTRY] + [n for n in _REGISTRY if n not in PAPER_MODELS]
 
 
 def model_spec(name: str) -> ModelSpec:
     _load_builtin_models()
     if name not in _REGISTRY:
-        raise AvelError(f"unknown model '{name}'; valid models: {', '.join(_REGISTRY)}")
+        raise AvelError(f"unknown model '{name}'; valid models: {', '.join(list_models())}")
     return _REGISTRY[name]
 
 

@@ -78,8 +78,10 @@ def draw_curves(out: Path, records: dict[str, list[dict]]) -> dict | None:
     rel = f"{FIGURES_DIR}/curves.png"
     figures.curves(out / rel, series)
     return {"title": "Training curves", "path": rel,
-            "caption": "Per-second validation accuracy after each epoch (first seed). The checkpoint with the best "
-                       "validation accuracy is the one tested; each run's own loss curves are in its curves.png."}
+            "caption": "Per-second validation accuracy after each epoch (first seed). The tested checkpoint is the "
+                       "epoch with the best validation score: per-second accuracy for supervised models, "
+                       "video-level (MIL-pooled) accuracy for W- models; each run's own curves.png shows both "
+                       "and its loss curves."}
 
 
 def _rows(arr: Any, rows: np.ndarray, dtype: Any = None) -> np.ndarray:

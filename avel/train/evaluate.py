@@ -128,7 +128,10 @@ def evaluate_model(model: nn.Module, model_cfg: ModelConfig, ds: Any, split: str
     result = {"split": split, "model": paper_name(model_cfg),
               **segment_metrics(probs_all.argmax(-1), labels, video_class,
                                         category_names(ds, probs_all.shape[-1]))}
-    result["video_accuracy"] = round(100.0 * float((probs_all.mean(1).argmax(-1) == video_class).mean()), 3)
+    # eq. 7's MIL pooling, as the trainer selects W- checkpoints: the mean of per-second log-probabilities
+    # has the argmax of the mean of the logits (log-softmax shifts every class of a second equally)
+    pooled = np.log(np.maximum(probs_all, np.finfo(np.float32).tiny)).mean(1)  # (N, C)
+    result["video_accuracy"] = round(100.0 * float((pooled.argmax(-1) == video_class).mean()), 3)
     cells = getattr(ds, "object_cells", None)
     if attn and cells is not None:
         result.update(attention_hits(np.concatenate(attn), read_rows(cells, rows, None),

@@ -228,8 +228,11 @@ class _Trainer:
     def _nan_stop(self, epoch: int, step: int, value: float) -> None:
         kept = (f"the last good checkpoint (epoch {self.state.best_epoch}) is kept in {self.out}"
                 if self.state.best_epoch is not None else "no epoch had finished, so no checkpoint exists")
+        if self.info.is_main and self.state.history:
+            write_curves(self.out, self.state.history, self.state.best_epoch, paper_name(self.model_cfg))
         raise AvelError(f"training loss became {value} at epoch {epoch + 1}, step {step + 1}; stopped "
-                        f"({kept}); try a lower --lr", self.out)
+                        f"({kept}). If the features may hold NaN/Inf, run `avel data check`; otherwise "
+                        f"retry with a lower --lr into a new --out", self.out)
 
     # the run ----------------------------------------------------------------
     def run(self, resume: bool) -> dict[str, Any]:
@@ -312,12 +315,14 @@ class _Trainer:
 
 
 class _Bar:
-    """Rich progress: one bar per epoch with loss, validation accuracy and ETA; silent when disabled."""
+    """Rich progress: a bar for the epoch (loss, validation accuracy, ETA of the epoch) under one for the
+    whole run (ETA if it runs to the epoch cap; early stopping ends it sooner); silent when disabled."""
 
     def __init__(self, enabled: bool, title: str, steps: int, epochs: int) -> None:
         self.enabled, self.title, self.steps, self.epochs = enabled, title, steps, epochs
         self.progress = None
         self.task = None
+        self.run_task = None
         self.val = ""
 
     def __enter__(self) -> "_Bar":
@@ -339,6 +344,10 @@ class _Bar:
     def start_epoch(self, epoch: int, st: _State) -> None:
         if self.progress is None:
             return
+        if self.run_task is None:
+            self.run_task = self.progress.add_task(f"{self.title} run (at most {self.epochs} epochs)",
+                                                   total=self.steps * self.epochs, completed=self.steps * epoch,
+                                                   info="")
         if self.task is not None:
             self.progress.remove_task(self.task)
         self.task = self.progress.add_task(f"{self.title} epoch {epoch + 1}/{self.epochs}", total=self.steps,
@@ -347,6 +356,7 @@ class _Bar:
     def advance(self, loss: str) -> None:
         if self.progress is not None:
             self.progress.update(self.task, advance=1, info=f"{loss}{self.val}")
+            self.progress.update(self.run_task, advance=1)
 
     def end_epoch(self, st: _State) -> None:
         if self.progress is None:
@@ -365,6 +375,7 @@ def train(dataset: Any, model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir:
     train_cfg.validate()
     model_cfg = normalize_config(model_cfg)
     model_spec(model_cfg.name)  # unknown model: AvelError listing the valid ones
+    create_model(model_cfg)  # a config the model refuses fails here, before anything is written
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -381,11 +392,11 @@ def train(dataset: Any, model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir:
         barrier(info)
         if status == "done":
             return ckpt.read_json(out / ckpt.RESULTS_FILE)
+        trainer = _Trainer(dataset, model_cfg, train_cfg, out, progress=progress, device=device, info=info)
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             write_json(out / ckpt.CONFIG_FILE, doc)
         barrier(info)
-        trainer = _Trainer(dataset, model_cfg, train_cfg, out, progress=progress, device=device, info=info)
         return trainer.run(resume=status == "resume")
     finally:
         if info.enabled and owns_group:
