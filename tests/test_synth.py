@@ -37,6 +37,32 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     assert not (c / synth.AUDIO_MAP_FILE).exists()
 
 
+def test_visual_gain_scales_only_the_visual_maps_and_marks_the_data(tmp_path):
+    """SynthParams.visual_gain multiplies the visual map and nothing else; the default keeps v1's
+    bytes; the marker records the non-default parameter, and reproduce's data fingerprint tells the
+    two apart while v1 data keeps its earlier fingerprint (finished runs stay reusable)."""
+    import hashlib
+
+    from avel.data.dataset import AVEDataset
+    from avel.report.pipeline import data_fingerprint
+
+    a = synth.generate(tmp_path / "a", seed=3, **SMALL)
+    b = synth.generate(tmp_path / "b", seed=3, params=synth.SynthParams(visual_gain=4.0), **SMALL)
+    arrs_a, arrs_b = _all_arrays(a), _all_arrays(b)
+    for name in arrs_a:
+        want = arrs_a[name] * 4.0 if name.startswith("visual_feature") else arrs_a[name]  # + the noisy videos
+        np.testing.assert_array_equal(arrs_b[name], want, err_msg=name)
+    assert synth.non_default_params(synth.read_marker(a)) == {}
+    assert synth.non_default_params(synth.read_marker(b)) == {"visual_gain": 4.0}
+    da, db = AVEDataset.open(a, progress=False), AVEDataset.open(b, progress=False)
+    h = hashlib.sha1()  # the fingerprint as computed before generator parameters were part of it
+    h.update(np.ascontiguousarray(np.asarray(da.mil_labels, dtype=np.float32)).tobytes())
+    for s in ("train", "val", "test"):
+        h.update(np.asarray(da.split(s), dtype=np.int64).tobytes())
+    h.update(b"synth")
+    assert data_fingerprint(da) == h.hexdigest()[:16] != data_fingerprint(db)
+
+
 def test_interrupted_generation_resumes_to_identical_output(tmp_path, monkeypatch):
     ref = synth.generate(tmp_path / "ref", seed=1, **SMALL)
     monkeypatch.setattr(synth, "WRITE_CHUNK", 8)

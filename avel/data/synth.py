@@ -91,6 +91,10 @@ class SynthParams:
     aud_bias_std: float = 0.35  # spread of per-dim audio bias across dims
     aud_video_std: float = 0.12  # per-video ambient variation
     aud_noise: float = 0.45  # per-second audio noise std
+    # Multiplies the whole visual map. At 1.0 (generator v1) a globally pooled visual vector is
+    # ~15x smaller than an audio feature (std 0.026 vs 0.38), which slows the pooled-visual models'
+    # training (V, A+V); see docs/data.md and benchmarks/ordering_margins.py --visual-gain.
+    visual_gain: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -308,6 +312,8 @@ def render_video(rng: np.random.Generator, world: World, p: SynthParams, plan: V
                       if 0 <= r + dr < GRID and 0 <= cc + dc < GRID]
                 pre[t, nb[rng.integers(len(nb))]] += 0.6 * sig
     visual = np.maximum(pre, 0.0).reshape(T, GRID, GRID, VISUAL_DIM)
+    if p.visual_gain != 1.0:
+        visual *= np.float32(p.visual_gain)
 
     ambient = world.aud_bias + rng.normal(0, p.aud_video_std, AUDIO_DIM).astype(np.float32)  # (128,)
     audio = ambient[None] + rng.normal(0, p.aud_noise, (T, AUDIO_DIM)).astype(np.float32)  # (10, 128)
@@ -471,6 +477,15 @@ def _progress(enabled: bool):
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), disable=not enabled, transient=False, console=Console(stderr=True))
+
+
+def non_default_params(marker: dict) -> dict:
+    """The generator parameters of a marker that differ from this version's defaults (a marker
+    written before a parameter existed used its default)."""
+    defaults = asdict(SynthParams())
+    saved = marker.get("params") or {}
+    return {k: saved[k] for k in saved if k in defaults and saved[k] != defaults[k]} | \
+        {k: v for k, v in saved.items() if k not in defaults}
 
 
 def read_marker(root: str | Path) -> dict | None:

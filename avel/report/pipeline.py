@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -167,6 +168,13 @@ def data_fingerprint(ds: Any) -> str:
     for s in ("train", "val", "test"):
         h.update(np.asarray(ds.split(s), dtype=np.int64).tobytes())
     h.update(b"synth" if getattr(ds, "is_synthetic", False) else b"real")
+    marker = getattr(ds, "synth_meta", None)
+    if marker:  # other AVE-Synth features under the same labels (another generator version or parameters)
+        from avel.data.synth import non_default_params
+
+        identity = {"version": marker.get("version"), "params": non_default_params(marker)}
+        if identity != {"version": 1, "params": {}}:  # v1 with default parameters keeps its earlier fingerprint
+            h.update(json.dumps(identity, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
@@ -176,15 +184,17 @@ def prepare_data(opts: Options, backend: Backend) -> tuple[Any, Path]:
         return backend.open_dataset(opts.data, progress=opts.progress), opts.data
     root = opts.out / DATA_DIR
     from avel.data.catalog import NUM_EVENT_CLASSES
-    from avel.data.synth import read_marker
+    from avel.data.synth import GENERATOR_VERSION, non_default_params, read_marker
 
     videos = opts.videos or (QUICK_VIDEOS if opts.quick else _synth_full_size())
     categories = opts.categories or NUM_EVENT_CLASSES
     marker = read_marker(root) if root.is_dir() else None
-    want = {"videos": videos, "categories": categories, "audio_maps": True, "seed": SYNTH_SEED}
-    if marker is not None and any(marker.get(k, NUM_EVENT_CLASSES if k == "categories" else None) != v
-                                  for k, v in want.items()):
-        have = {k: marker.get(k) for k in want}
+    want = {"videos": videos, "categories": categories, "audio_maps": True, "seed": SYNTH_SEED,
+            "version": GENERATOR_VERSION}
+    if marker is not None and (any(marker.get(k, NUM_EVENT_CLASSES if k == "categories" else None) != v
+                                   for k, v in want.items()) or non_default_params(marker)):
+        have = {k: marker.get(k) for k in want} | ({"params": non_default_params(marker)}
+                                                    if non_default_params(marker) else {})
         raise AvelError(f"holds AVE-Synth {have}, this run needs {want}; use another --out or pass "
                         "--videos/--categories to match", root)
     if marker is None:
