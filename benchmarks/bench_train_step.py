@@ -237,7 +237,7 @@ def profile_step(args: argparse.Namespace, device: torch.device, steps: int = 3)
         g[0] += e.self_cpu_time_total / steps / 1e6
         if mkn is not None:
             g[1] += 2 * mkn[0] * mkn[1] * mkn[2] * e.count / steps
-    groups["LSTMs (oneDNN kernels)"][1] = lstm
+    groups.setdefault("LSTMs (oneDNN kernels)", [0.0, 0.0])[1] = lstm
     total = sum(t for t, _ in groups.values())
     flops = sum(f for _, f in groups.values())
     print(f"[profile by kind of work, against a {MATMUL_N}^3 fp32 product at {mm:.1f} GFLOP/s; "
