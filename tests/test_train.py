@@ -368,7 +368,8 @@ def test_cli_errors_are_one_line(tiny_synth, tmp_path, capsys) -> None:
     assert not (tmp_path / "x").exists()
     rc, _, err = run_cli(["train", "--data", str(tiny_synth), "--model", "V", "--fusion", "dmrn",
                           "--out", str(tmp_path / "v")], capsys)
-    assert rc == 2 and err.count("\n") == 1 and "single stream" in err and not (tmp_path / "v").exists()
+    assert rc == 2 and err.count("\n") == 1 and "V fixes fusion to 'concat' (got 'dmrn')" in err
+    assert not (tmp_path / "v").exists()
     rc, _, err = run_cli(["evaluate", str(tmp_path / "missing")], capsys)
     assert rc == 2 and err.count("\n") == 1 and "run directory not found" in err
     rc, _, err = run_cli(["train", "--data", str(tmp_path / "nodata"), "--model", "A", "--out", str(tmp_path / "y")],

@@ -145,10 +145,6 @@ class Localizer(nn.Module):
                 raise AvelError(f"unknown fusion stage '{cfg.fusion_stage}'; valid: {', '.join(FUSION_STAGES)}")
             self.body = FUSION_STAGES[cfg.fusion_stage](cfg.audio_dim, cfg.visual_dim, cfg)
         else:
-            default = ModelConfig()
-            if (cfg.fusion, cfg.fusion_stage) != (default.fusion, default.fusion_stage):
-                raise AvelError(f"{cfg.name} has a single stream, so fusion '{cfg.fusion}' at stage "
-                                f"'{cfg.fusion_stage}' would be ignored; fusion applies to A+V and A+V-att")
             self.body = SingleStream(cfg.audio_dim if use_audio else cfg.visual_dim, cfg)
 
     def forward(self, audio: torch.Tensor | None = None, visual: torch.Tensor | None = None,
@@ -174,7 +170,7 @@ TABLE1_MODELS: dict[str, tuple[bool, str | None, tuple[str, ...], str]] = {
 
 def _register(name: str, use_audio: bool, visual: str | None, inputs: tuple[str, ...], description: str) -> None:
     def build(cfg: ModelConfig) -> nn.Module:
-        return Localizer(cfg, use_audio=use_audio, visual=visual)
+        return Localizer(normalize_config(cfg), use_audio=use_audio, visual=visual)
 
     register_model(name, inputs=inputs, description=description)(build)
 
@@ -182,21 +178,26 @@ def _register(name: str, use_audio: bool, visual: str | None, inputs: tuple[str,
 for _name, (_audio, _visual, _inputs, _desc) in TABLE1_MODELS.items():
     _register(_name, _audio, _visual, _inputs, _desc)
 
-# Models whose definition fixes some config fields (what DMRN means in the paper).
-FIXED_FIELDS: dict[str, dict[str, str]] = {"DMRN": {"fusion": "dmrn", "fusion_stage": "late"}}
+# Models whose definition fixes some config fields: what DMRN means in the paper, and the
+# single-stream models, which fuse nothing (a fusion setting for them would be silently ignored).
+_DEFAULT = ModelConfig()
+FIXED_FIELDS: dict[str, dict[str, str]] = {
+    "DMRN": {"fusion": "dmrn", "fusion_stage": "late"},
+    **{name: {"fusion": _DEFAULT.fusion, "fusion_stage": _DEFAULT.fusion_stage}
+       for name, (audio, visual, _, _) in TABLE1_MODELS.items() if not (audio and visual)},
+}
 
 
 def normalize_config(cfg: ModelConfig) -> ModelConfig:
-    """Fill the fields a model's definition fixes (DMRN: fusion dmrn, late); refuse conflicting values.
+    """Fill the fields a model's definition fixes (DMRN: fusion dmrn, late; A, V, V-att: no fusion);
+    refuse conflicting values.
 
     A field left at its ModelConfig default is replaced; any other value that disagrees is an error.
     """
-    fixed = FIXED_FIELDS.get(cfg.name, {})
-    defaults = ModelConfig()
     changes = {}
-    for field_name, value in fixed.items():
+    for field_name, value in FIXED_FIELDS.get(cfg.name, {}).items():
         current = getattr(cfg, field_name)
-        if current not in (value, getattr(defaults, field_name)):
+        if current not in (value, getattr(_DEFAULT, field_name)):
             raise AvelError(f"{cfg.name} fixes {field_name} to '{value}' (got '{current}'); "
                             f"use A+V-att to choose {field_name}")
         changes[field_name] = value
