@@ -77,6 +77,13 @@ def lstm_flops(lstm: torch.nn.LSTM, batch: int, input_grad: bool) -> int:
     return forward + backward
 
 
+def model_lstm_flops(model, batch: int) -> int:
+    """Both BiLSTMs of A+V-att: the audio one reads the raw audio features (no input gradient); the
+    visual one reads the attention context, whose gradient trains the attention."""
+    return (lstm_flops(model.body.temporal_a.lstm, batch, input_grad=False)
+            + lstm_flops(model.body.temporal_v.lstm, batch, input_grad=True))
+
+
 def attention_modules(model) -> list:
     return [m for m in model.modules() if isinstance(m, AudioGuidedAttention)]
 
@@ -95,11 +102,7 @@ def count_flops(model, opt, batch) -> tuple[int, dict[str, int]]:
         train_step(model, opt, *batch)
     set_fused(model, True)
     per_op = {str(op).replace("aten.", ""): n for op, n in counter.get_flop_counts()["Global"].items()}
-    # The audio LSTM reads the raw audio features (no input gradient); the visual LSTM reads the
-    # attention context, whose gradient trains the attention.
-    n = batch[0].shape[0]
-    per_op["lstm"] = (lstm_flops(model.body.temporal_a.lstm, n, input_grad=False)
-                      + lstm_flops(model.body.temporal_v.lstm, n, input_grad=True))
+    per_op["lstm"] = model_lstm_flops(model, batch[0].shape[0])
     return sum(per_op.values()), per_op
 
 
@@ -181,7 +184,7 @@ def main() -> None:
         profile_step(args, device)
 
 
-def _product_flops(op: str, shapes: list) -> tuple[int, int, int] | None:
+def _product_shape(op: str, shapes: list) -> tuple[int, int, int] | None:
     """(m, k, n) of a profiled matrix-product row, from its input shapes; None for other ops."""
     name = op.replace("aten::", "")
     if name in ("mm", "addmm", "addmm_"):
@@ -227,12 +230,10 @@ def profile_step(args: argparse.Namespace, device: torch.device, steps: int = 3)
         print(f"  {e.self_cpu_time_total / steps / 1e3:8.1f} ms  {e.key:32s} {e.input_shapes}")
 
     mm = matmul_gflops(device)
-    n = batch[0].shape[0]
-    lstm = (lstm_flops(model.body.temporal_a.lstm, n, input_grad=False)
-            + lstm_flops(model.body.temporal_v.lstm, n, input_grad=True))
+    lstm = model_lstm_flops(model, batch[0].shape[0])
     groups: dict[str, list[float]] = {}  # name -> [seconds per step, FLOP per step]
     for e in rows:
-        mkn = _product_flops(e.key, e.input_shapes)
+        mkn = _product_shape(e.key, e.input_shapes)
         g = groups.setdefault(_group(e.key, mkn, GRID * GRID), [0.0, 0.0])
         g[0] += e.self_cpu_time_total / steps / 1e6
         if mkn is not None:

@@ -29,6 +29,7 @@ from avel.crossmodal.models import DCCA, CrossModalConfig, CrossModalNet, build_
 from avel.crossmodal.pairs import positive_pairs, sample_pairs
 from avel.errors import AvelError
 from avel.io import write_json
+from avel.progress import stderr_progress
 
 # Intra-op threads while training on CPU. The networks are tiny (two 2-layer MLPs, small batches):
 # extra threads only add synchronisation (measured 4.8 ms/step with 1 thread vs 120 ms with 2 on
@@ -179,12 +180,11 @@ def _progress_bar(enabled: bool, total: float, label: str) -> Iterator[Callable[
     if not enabled:
         yield lambda advance=0.0, info=None: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("epoch {task.fields[epoch]}/{task.total:.0f}"),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-    with Progress(*columns, console=Console(stderr=True)) as bar:
+    with stderr_progress(*columns) as bar:
         task = bar.add_task(label, total=total, info="", epoch=0)
         done = [0.0]  # epochs completed, fractional
 

@@ -23,10 +23,11 @@ from avel.data.dataset import (ANNOTATIONS, AUDIO_FILE, AUDIO_ROW, NOISY_FILES, 
                                VISUAL_VEC_FILE, VISUAL_VEC_ROW)
 from avel.data.labels import LABEL_FILES, event_mask, segment_labels, video_labels
 from avel.data.splits import MATCH_FILES, ORDER_FILES, SPLITS, read_order
-from avel.data.store import SourceInfo, inspect_h5
+from avel.data.store import SourceInfo, first_nonfinite_row, inspect_h5
 from avel.data.synth import AUDIO_MAP_FILE, OBJECT_CELLS_FILE, length_histogram, read_marker
 from avel.errors import AvelError
 from avel.io import read_h5
+from avel.progress import stderr_progress
 
 CHUNK_BYTES = 128 * 2**20  # bytes of a feature file read per step while scanning for NaN/Inf
 CELLS = 49  # 7x7 grid cells addressed by object_cells.h5
@@ -117,10 +118,9 @@ def scan_values(info: SourceInfo, label: str, progress=None) -> FeatureStats:
     stats = FeatureStats(info.path.name, info.shape, str(info.dtype))
     task = progress.add_task(f"scanning {info.path.name}", total=info.shape[0]) if progress else None
     for i0, i1, rows in iter_chunks(info):
-        bad = ~np.isfinite(rows.reshape(len(rows), -1)).all(axis=1)
-        if bad.any():
-            r = i0 + int(np.flatnonzero(bad)[0])
-            raise AvelError(f"row {r}: NaN or infinite values in {label}", info.path)
+        bad = first_nonfinite_row(rows)
+        if bad is not None:
+            raise AvelError(f"row {i0 + bad}: NaN or infinite values in {label}", info.path)
         stats.add(rows)
         if progress:
             progress.update(task, completed=i1)
@@ -139,9 +139,9 @@ def _check_labels(root: Path, catalog: Catalog, notes: list[str]) -> None:
             continue
         _expect(path, len(catalog), rows[key], "label array")
         arr = read_h5(path)
-        if not np.isfinite(arr).all():
-            r = int(np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(1))[0])
-            raise AvelError(f"row {r}: NaN or infinite values", path)
+        bad = first_nonfinite_row(arr)
+        if bad is not None:
+            raise AvelError(f"row {bad}: NaN or infinite values", path)
         diff = (arr != derived[key]).reshape(len(arr), -1).any(axis=1)
         if diff.any():
             r = int(np.flatnonzero(diff)[0])
@@ -180,8 +180,7 @@ def _check_splits(root: Path, n: int, catalog: Catalog, notes: list[str]) -> dic
 
 def check_dataset(root: str | Path, progress: bool = True) -> CheckReport:
     """Validate every file of a dataset directory; raise AvelError at the first problem."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     root = Path(root)
     if not root.exists():
@@ -205,8 +204,8 @@ def check_dataset(root: str | Path, progress: bool = True) -> CheckReport:
     report.splits = _check_splits(root, n, catalog, report.notes)
     feats += _check_noisy(root, report)
     _check_object_cells(root, catalog, report.notes)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  disable=not progress, transient=True, console=Console(stderr=True)) as bar:
+    with stderr_progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                         disable=not progress, transient=True) as bar:
         report.features = [scan_values(info, label, bar) for info, label in feats]
     return report
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from avel.errors import AvelError
 from avel.io import H5_KEY, open_h5, write_json
+from avel.progress import stderr_progress
 
 CACHE_DIRNAME = ".avel_cache"  # default cache folder inside a dataset directory
 CACHE_ENV = "AVEL_CACHE_DIR"  # overrides the cache location (one subfolder per dataset)
@@ -170,10 +171,9 @@ class FeatureStore:
                     i1 = min(i0 + step, n)
                     src = np.ascontiguousarray(dset[i0:i1])
                     hasher.update(src.data)
-                    finite = np.isfinite(src.reshape(len(src), -1)).all(axis=1)
-                    if not finite.all():
-                        r = i0 + int(np.flatnonzero(~finite)[0])
-                        raise AvelError(f"row {r}: NaN or infinite values (the cache is not built)", info.path)
+                    bad = first_nonfinite_row(src)
+                    if bad is not None:
+                        raise AvelError(f"row {i0 + bad}: NaN or infinite values (the cache is not built)", info.path)
                     rows = src if fn is None else fn(src)
                     if dtype == np.float16 and np.abs(rows).max(initial=0) > FLOAT16_MAX:
                         raise AvelError(f"rows {i0}..{i1 - 1}: values exceed the float16 range", info.path)
@@ -221,11 +221,16 @@ def _resume_rows(progress_file: Path, fp: dict, n: int) -> int:
 
 
 def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    disable=not enabled, console=Console(stderr=True))
+    return stderr_progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                           disable=not enabled)
+
+
+def first_nonfinite_row(rows: np.ndarray) -> int | None:
+    """Index of the first row (along axis 0) holding a NaN or an infinity, or None."""
+    bad = ~np.isfinite(rows.reshape(len(rows), -1)).all(axis=1)
+    return int(np.flatnonzero(bad)[0]) if bad.any() else None
 
 
 def grid_mean(rows: np.ndarray) -> np.ndarray:

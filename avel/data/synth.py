@@ -36,6 +36,7 @@ from avel.data.labels import write_label_files
 from avel.data.splits import MATCH_FILES, ORDER_FILES, write_order
 from avel.errors import AvelError
 from avel.io import H5_KEY, read_json_if_exists, write_h5, write_json, write_text
+from avel.progress import stderr_progress
 
 GENERATOR_VERSION = 1  # bump when the generative model changes (recorded in the marker file)
 MARKER_FILE = "avel_synth.json"  # marks an AVE-Synth directory: generator version, seed, sizes
@@ -471,21 +472,17 @@ def _resume_point(out: Path, meta: dict, parts: dict[str, Path]) -> int:
 
 
 def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), disable=not enabled, transient=False, console=Console(stderr=True))
+    return stderr_progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                           TimeRemainingColumn(), disable=not enabled, transient=False)
 
 
 def non_default_params(marker: dict) -> dict:
     """The generator parameters of a marker that differ from this version's defaults (a marker
     written before a parameter existed used its default)."""
     defaults = asdict(SynthParams())
-    saved = marker.get("params") or {}
-    return {k: saved[k] for k in saved if k in defaults and saved[k] != defaults[k]} | \
-        {k: v for k, v in saved.items() if k not in defaults}
+    return {k: v for k, v in (marker.get("params") or {}).items() if k not in defaults or v != defaults[k]}
 
 
 def read_marker(root: str | Path) -> dict | None:

@@ -6,9 +6,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
+from rich.progress import (BarColumn, MofNCompleteColumn, ProgressColumn, Task, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
+
+from avel.progress import stderr_progress
 
 
 class VideosPerSecondColumn(ProgressColumn):
@@ -23,9 +25,7 @@ class VideosPerSecondColumn(ProgressColumn):
 def video_progress(total: int, done: int, description: str, enabled: bool = True
                    ) -> Iterator[tuple[Console, Callable[[], None]]]:
     """Yield (console for messages that must not garble the bar, advance-by-one callback)."""
-    console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), VideosPerSecondColumn(),
-                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
-                  disable=not enabled) as bar:
+    with stderr_progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), VideosPerSecondColumn(),
+                         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled) as bar:
         task = bar.add_task(description, total=total, completed=done)
         yield bar.console, lambda: bar.advance(task)

@@ -26,6 +26,7 @@ from torch import nn
 
 from avel.errors import AvelError
 from avel.io import atomic_path
+from avel.progress import stderr_progress
 
 DOWNLOAD_TIMEOUT_S = 60  # s: network timeout per read
 DOWNLOAD_CHUNK_BYTES = 1 << 20  # bytes per read while downloading / hashing
@@ -132,16 +133,14 @@ def download(source: WeightSource) -> Path:
             f"download {source.url} (~{source.size_mb} MB, {source.description}) to {target}")
     if os.environ.get("AVEL_OFFLINE"):
         raise AvelError(hint + " (AVEL_OFFLINE is set)")
-    from rich.console import Console
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
     h = hashlib.new(source.hash_algorithm)
     try:
         with atomic_path(target) as tmp, urllib.request.urlopen(source.url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with open(tmp, "wb") as f, Progress(*Progress.get_default_columns(), DownloadColumn(),
-                                                TransferSpeedColumn(), transient=True,
-                                                console=Console(stderr=True)) as bar:
+            with open(tmp, "wb") as f, stderr_progress(*Progress.get_default_columns(), DownloadColumn(),
+                                                       TransferSpeedColumn(), transient=True) as bar:
                 task = bar.add_task(f"downloading {source.filename}", total=total)
                 while chunk := resp.read(DOWNLOAD_CHUNK_BYTES):
                     f.write(chunk)

@@ -190,14 +190,14 @@ def prepare_data(opts: Options, backend: Backend) -> tuple[Any, Path]:
     categories = opts.categories or NUM_EVENT_CLASSES
     marker = read_marker(root) if root.is_dir() else None
     want = {"videos": videos, "categories": categories, "audio_maps": True, "seed": SYNTH_SEED,
-            "version": GENERATOR_VERSION}
-    if marker is not None and (any(marker.get(k, NUM_EVENT_CLASSES if k == "categories" else None) != v
-                                   for k, v in want.items()) or non_default_params(marker)):
-        have = {k: marker.get(k) for k in want} | ({"params": non_default_params(marker)}
-                                                    if non_default_params(marker) else {})
-        raise AvelError(f"holds AVE-Synth {have}, this run needs {want}; use another --out or pass "
-                        "--videos/--categories to match", root)
-    if marker is None:
+            "version": GENERATOR_VERSION, "params": {}}
+    if marker is not None:
+        have = {**{k: marker.get(k, NUM_EVENT_CLASSES if k == "categories" else None) for k in want},
+                "params": non_default_params(marker)}
+        if have != want:
+            raise AvelError(f"holds AVE-Synth {have}, this run needs {want}; use another --out or pass "
+                            "--videos/--categories to match", root)
+    else:
         backend.generate_synth(root, videos=videos, categories=categories, seed=SYNTH_SEED, progress=opts.progress)
     return backend.open_dataset(root, progress=opts.progress), root
 

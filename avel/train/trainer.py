@@ -32,6 +32,7 @@ from avel.errors import AvelError
 from avel.io import atomic_path, write_json, write_text
 from avel.models.localizers import normalize_config, paper_name
 from avel.models.registry import ModelConfig, create_model, model_spec
+from avel.progress import stderr_progress
 from avel.train import checkpoint as ckpt
 from avel.train.config import TrainConfig
 from avel.train.data import ConcatSource, Source
@@ -327,13 +328,11 @@ class _Bar:
 
     def __enter__(self) -> "_Bar":
         if self.enabled:
-            from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                                     TimeRemainingColumn(), console=Console(stderr=True))
+            self.progress = stderr_progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                            TimeRemainingColumn())
             self.progress.__enter__()
         return self
 
