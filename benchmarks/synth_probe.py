@@ -1,7 +1,7 @@
 """Is AVE-Synth learnable but not trivial? Per-second softmax-regression probes on one split.
 
 Generates AVE-Synth (or uses --dir), fits a linear classifier (29 classes) per second on the
-train split and prints test accuracy for: audio (A), the 7x7 mean of the visual maps (V),
+train split and prints the input scale (mean, std) of audio and pooled visual features, then test accuracy for: audio (A), the 7x7 mean of the visual maps (V),
 their concatenation (A+V), and the visual features at the ground-truth object cell, i.e. what
 ideal audio-guided attention would see (V@obj, A+V@obj). These are probes of the data, not the
 paper's models.
@@ -69,6 +69,8 @@ def main() -> None:
                  "V@obj": at_obj, "A+V@obj": np.concatenate([audio, at_obj], -1)}
         print(f"AVE-Synth seed {args.seed}: {n} videos, {len(ds.catalog.categories)} categories, "
               f"train {len(tr)} / test {len(te)} videos")
+        for name, x in (("audio", audio), ("pooled visual", pooled)):  # input scale the models see
+            print(f"{name:14s} feature scale: mean {x.mean():.4f}, std {x.std():.4f}")
         for name, x in feats.items():
             print(f"{name:8s} test accuracy per second: {probe(x, y, tr, te):.3f}")
 
