@@ -93,8 +93,9 @@ class SynthParams:
     aud_video_std: float = 0.12  # per-video ambient variation
     aud_noise: float = 0.45  # per-second audio noise std
     # Multiplies the whole visual map. At 1.0 (generator v1) a globally pooled visual vector is
-    # ~15x smaller than an audio feature (std 0.026 vs 0.38, benchmarks/synth_probe.py), which slows the pooled-visual models
-    # training (V, A+V); see docs/data.md and benchmarks/ordering_margins.py --visual-gain.
+    # ~15x smaller than an audio feature (std 0.026 vs 0.38, benchmarks/synth_probe.py), which
+    # slows the pooled-visual models' training (V, A+V); see docs/data.md and
+    # benchmarks/ordering_margins.py --visual-gain.
     visual_gain: float = 1.0
 
 
