@@ -108,3 +108,39 @@ def read_h5(path: str | Path, key: str = H5_KEY) -> np.ndarray:
             return d[()]
         except OSError as exc:
             raise AvelError(f"cannot read '{key}' (truncated or corrupt?): {exc}", path) from None
+
+
+LOCK_FILE = ".avel.lock"  # inside a folder avel writes: held (flock) by the one process writing there
+
+
+@contextmanager
+def output_lock(folder: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on an output folder for the duration of the block.
+
+    Every command that writes into a folder (a run directory, a dataset, an extraction output, a
+    cache) takes this lock first, so a second writer fails at once with one clear line instead of
+    both "succeeding" with one result lost. The lock is an OS file lock: it is released when the
+    process exits, however it exits, so a killed run never leaves a stale lock behind.
+    """
+    import fcntl
+
+    from avel.errors import AvelError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    except OSError as exc:
+        raise AvelError(f"cannot lock for writing: {exc.strerror or exc}", folder) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise AvelError(f"another avel process (pid {holder}) is writing here; wait for it to "
+                            "finish or choose another output", folder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield folder
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock

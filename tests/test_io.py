@@ -32,3 +32,23 @@ def test_one_thread_fixture_is_active_in_module_fixtures(one_thread):
     import torch
 
     assert torch.get_num_threads() == 1
+
+
+def test_output_lock_refuses_a_second_writer_and_is_released(tmp_path):
+    import subprocess
+    import sys
+
+    from avel.errors import AvelError
+    from avel.io import output_lock
+
+    other = ("import sys\nfrom avel.io import output_lock\nfrom avel.errors import AvelError\n"
+             "try:\n    with output_lock(sys.argv[1]): pass\nexcept AvelError as e:\n    print(e); sys.exit(3)\n")
+    with output_lock(tmp_path / "run"):
+        r = subprocess.run([sys.executable, "-c", other, str(tmp_path / "run")], capture_output=True, text=True)
+        assert r.returncode == 3
+        assert "another avel process" in r.stdout and str(tmp_path / "run") in r.stdout
+        with pytest.raises(AvelError, match="another avel process"):  # flock is per open file, not per process
+            with output_lock(tmp_path / "run"):
+                pass
+    r = subprocess.run([sys.executable, "-c", other, str(tmp_path / "run")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout  # released when the block ends
