@@ -14,6 +14,14 @@ its definition (`dim_a + dim_v`), so it ignores `out_dim`; read `module.out_dim`
 
 Register new ones with `@register_fusion("name")`; `create_fusion(name, ...)` builds by name.
 
+A fusion whose output is confined to a small range (`bounded = True`: GMU and DMRN end in tanh, so
+every output lies in [-1, 1]) cannot feed a softmax directly: over 29 classes no class can then
+exceed e / (e + 28 / e) = 0.21 probability. Decision fusion follows such a fusion with a learned
+linear read-out (avel.models.localizers.DecisionFusion); see docs/models.md.
+
+`blocks` (ModelConfig.fusion_blocks, `--fusion-blocks N`) stacks the residual block of the fusions
+that have one (`BLOCK_FUSIONS`: DMRN, MRN) N times (Sec. 4.3); the other fusions accept only 1.
+
 The one Table 2 entry that is a model rather than a fusion operator, DMRFE (late fusion only),
 is registered here too, as the model "DMRFE", beside the DMRN block it ensembles.
 """
@@ -45,10 +53,21 @@ def register_fusion(name: str):
     return deco
 
 
-def create_fusion(name: str, dim_a: int, dim_v: int, out_dim: int) -> nn.Module:
-    """Build the fusion module registered as `name`."""
+# Fusions built from a repeatable residual block: their constructor takes `blocks`.
+BLOCK_FUSIONS = ("mrn", "dmrn")
+
+
+def create_fusion(name: str, dim_a: int, dim_v: int, out_dim: int, blocks: int = 1) -> nn.Module:
+    """Build the fusion module registered as `name`, with `blocks` residual blocks where it has them."""
     if name not in FUSIONS:
         raise AvelError(f"unknown fusion '{name}'; valid: {', '.join(FUSIONS)}")
+    if blocks < 1:
+        raise AvelError(f"fusion blocks must be at least 1, got {blocks}")
+    if name in BLOCK_FUSIONS:
+        return FUSIONS[name](dim_a, dim_v, out_dim, blocks=blocks)
+    if blocks != 1:
+        raise AvelError(f"fusion '{name}' has no residual block to repeat (--fusion-blocks {blocks}); "
+                        f"only {', '.join(BLOCK_FUSIONS)} stack blocks")
     return FUSIONS[name](dim_a, dim_v, out_dim)
 
 
@@ -159,7 +178,10 @@ class GMU(nn.Module):
 
     h_a = tanh(W_a a), h_v = tanh(W_v v), z = sigmoid(W_z [a; v]), h = z * h_a + (1 - z) * h_v.
     The gate z decides, per output unit, how much each modality contributes.
+    h lies in [-1, 1] (`bounded`): decision fusion adds a linear read-out after it.
     """
+
+    bounded = True  # output confined to [-1, 1]
 
     def __init__(self, dim_a: int, dim_v: int, out_dim: int) -> None:
         super().__init__()
@@ -256,7 +278,10 @@ class DMRN(nn.Module):
     Unlike MRN both branches are updated. Inputs of another size than `out_dim` are first
     projected to it (the paper fuses equal-size LSTM outputs, where this is the identity).
     `blocks` > 1 stacks blocks on the updated (h_a', h_v'); the paper uses one.
+    h* lies in [-1, 1] (`bounded`): decision fusion adds a linear read-out after it.
     """
+
+    bounded = True  # output confined to [-1, 1]
 
     def __init__(self, dim_a: int, dim_v: int, out_dim: int, blocks: int = 1) -> None:
         super().__init__()
@@ -320,7 +345,7 @@ class DMRFE(nn.Module):
         self.temporal_a = Temporal(cfg.audio_dim, cfg)
         self.temporal_v = Temporal(cfg.visual_dim, cfg)
         dim = self.temporal_a.out_dim
-        self.blocks = nn.ModuleList(DMRN(dim, dim, dim) for _ in range(members))
+        self.blocks = nn.ModuleList(DMRN(dim, dim, dim, blocks=cfg.fusion_blocks) for _ in range(members))
         self.heads = nn.ModuleList(Head(dim, cfg.num_classes) for _ in range(members))
 
     def member_log_probs(self, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -76,7 +76,7 @@ class EarlyFusion(nn.Module):
 
     def __init__(self, dim_a: int, dim_v: int, cfg: ModelConfig) -> None:
         super().__init__()
-        self.fusion = create_fusion(cfg.fusion, dim_a, dim_v, dim_v)  # joint size: the visual size (512)
+        self.fusion = create_fusion(cfg.fusion, dim_a, dim_v, dim_v, cfg.fusion_blocks)  # joint size: visual (512)
         self.stream = SingleStream(self.fusion.out_dim, cfg)
 
     def forward(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -91,7 +91,7 @@ class LateFusion(nn.Module):
         self.temporal_a = Temporal(dim_a, cfg)
         self.temporal_v = Temporal(dim_v, cfg)
         self.fusion = create_fusion(cfg.fusion, self.temporal_a.out_dim, self.temporal_v.out_dim,
-                                    self.temporal_a.out_dim)
+                                    self.temporal_a.out_dim, cfg.fusion_blocks)
         self.head = Head(self.fusion.out_dim, cfg.num_classes)
 
     def forward(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -102,6 +102,13 @@ class DecisionFusion(nn.Module):
     """A full single-modality network per stream; fuse their class scores just before the softmax.
 
     A fusion whose output is not C wide (e.g. concat: 2C) is followed by a linear classifier to C.
+    So is a *bounded* fusion (`bounded = True`: GMU and DMRN end in tanh): scores in [-1, 1] fed
+    straight to the softmax cap every class at e / (e + (C-1)/e), 0.21 for 29 classes, so such a
+    model cannot fit its labels (decision GMU stayed at the majority rate). The read-out chosen is a
+    learned linear layer C -> C rather than a learned temperature: it is what the unbounded-width
+    fusions already get, it can also re-weight classes, and under Adam (lr 1e-3) its C weights per
+    class reach the needed logit range within tens of steps, where a single temperature scalar
+    moves about lr per step and needs thousands (a temperature near 3 gives 0.9 for 29 classes).
     """
 
     def __init__(self, dim_a: int, dim_v: int, cfg: ModelConfig) -> None:
@@ -109,8 +116,9 @@ class DecisionFusion(nn.Module):
         C = cfg.num_classes
         self.stream_a = SingleStream(dim_a, cfg)
         self.stream_v = SingleStream(dim_v, cfg)
-        self.fusion = create_fusion(cfg.fusion, C, C, C)
-        self.classifier = nn.Identity() if self.fusion.out_dim == C else nn.Linear(self.fusion.out_dim, C)
+        self.fusion = create_fusion(cfg.fusion, C, C, C, cfg.fusion_blocks)
+        needs_readout = self.fusion.out_dim != C or getattr(self.fusion, "bounded", False)
+        self.classifier = nn.Linear(self.fusion.out_dim, C) if needs_readout else nn.Identity()
 
     def forward(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.fusion(self.stream_a(a), self.stream_v(v)))  # (B, T, C)
@@ -181,9 +189,10 @@ for _name, (_audio, _visual, _inputs, _desc) in TABLE1_MODELS.items():
 # Models whose definition fixes some config fields: what DMRN means in the paper, and the
 # single-stream models, which fuse nothing (a fusion setting for them would be silently ignored).
 _DEFAULT = ModelConfig()
-FIXED_FIELDS: dict[str, dict[str, str]] = {
+FIXED_FIELDS: dict[str, dict[str, str | int]] = {
     "DMRN": {"fusion": "dmrn", "fusion_stage": "late"},
-    **{name: {"fusion": _DEFAULT.fusion, "fusion_stage": _DEFAULT.fusion_stage}
+    **{name: {"fusion": _DEFAULT.fusion, "fusion_stage": _DEFAULT.fusion_stage,
+              "fusion_blocks": _DEFAULT.fusion_blocks}
        for name, (audio, visual, _, _) in TABLE1_MODELS.items() if not (audio and visual)},
 }
 

@@ -34,6 +34,7 @@ class ModelConfig:
     attention_dim: int = 512  # d, the shared projection size in eq. 4 (U_v, U_a)
     fusion: str = "concat"  # fusion method name (see avel.models.fusion.FUSIONS)
     fusion_stage: str = "late"  # early (before LSTMs) | late (after LSTMs) | decision (before softmax)
+    fusion_blocks: int = 1  # residual blocks stacked in DMRN / MRN fusion (Sec. 4.3; the paper uses 1)
     dropout: float = 0.0  # dropout on LSTM outputs
     weak: bool = False  # trained from video-level labels with MIL pooling (eq. 7)
     audio_map_shape: tuple[int, int, int] | None = None  # (H, W, C) of spatial audio maps (supplement 3.2)
