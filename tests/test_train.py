@@ -265,7 +265,7 @@ def test_early_stopping_and_selection_follow_validation(tmp_path, array_ds, monk
 
     monkeypatch.setattr(trainer_mod._Trainer, "_validate", fake_validate)
     out = tmp_path / "es"
-    results = train(array_ds, ModelConfig(name="A"), quick_cfg(epochs=20, patience=2), out, progress=False)
+    results = train(array_ds, ModelConfig(name="A"), quick_cfg(epochs=20, patience=2, min_steps=0), out, progress=False)
     # epoch 3: loss worse (1 bad); 4: loss improves (reset); 5, 6: neither improves -> stop after 6
     assert (results["stopped"], results["epochs_run"], results["best_epoch"]) == ("early stopping", 6, 2)
     assert len((out / ckpt.CURVES_CSV).read_text().strip().splitlines()) == 1 + 6

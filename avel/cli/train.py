@@ -18,6 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weak", action="store_true", help="weakly supervised (W-) variant: video labels + MIL pooling")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 100; early stopping)")
     p.add_argument("--patience", type=int, default=None, help="epochs without validation gain before stopping (8)")
+    p.add_argument("--min-steps", type=int, default=None,
+                   help="never stop early before this many optimizer steps (250)")
+    p.add_argument("--no-standardize", dest="standardize", action="store_const", const=False, default=None,
+                   help="feed the features unscaled (default: standardize each channel with the training "
+                        "split's mean and std, stored in the checkpoint)")
     p.add_argument("--batch-size", type=int, default=None, help="global batch size (64)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (1e-3)")
     p.add_argument("--seed", type=int, default=None, help="random seed (0)")
@@ -33,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # CLI option -> TrainConfig field
-TRAIN_OPTIONS = {"epochs": "epochs", "patience": "patience", "batch_size": "batch_size", "lr": "lr",
+TRAIN_OPTIONS = {"epochs": "epochs", "patience": "patience", "min_steps": "min_steps", "standardize": "standardize",
+                 "batch_size": "batch_size", "lr": "lr",
                  "seed": "seed", "loss": "loss", "device": "device", "threads": "num_threads"}
 
 

@@ -2,7 +2,8 @@
 
 A run directory holds:
   config.json        run format, avel version, model config, train config, dataset description
-  model.safetensors  weights of the selected (best validation) checkpoint
+  model.safetensors  weights of the selected (best validation) checkpoint, with the input standardization
+                     statistics (input_std.*) when the run standardized its inputs
   model.json         the model config that rebuilds it, avel version, epoch and validation score
   last.safetensors   resume state: weights, Adam moments, RNG state after the last finished epoch
   last.json          resume state: epoch, best score, epochs without improvement, history so far
@@ -23,6 +24,7 @@ import avel
 from avel.errors import AvelError
 from avel.io import atomic_path, write_json
 from avel.models.registry import ModelConfig, create_model
+from avel.train import standardize
 from avel.train.config import TrainConfig
 
 RUN_FORMAT = 1  # bump when the run directory layout changes incompatibly
@@ -121,7 +123,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[n
     except AvelError as exc:
         raise AvelError(str(exc), mpath) from None
     model = create_model(model_cfg)
-    load_weights(model, load_tensors(run_dir / MODEL_WEIGHTS), run_dir / MODEL_WEIGHTS)
+    state = load_tensors(run_dir / MODEL_WEIGHTS)
+    standardize.ensure_for_state(model, state)  # a run trained with standardized inputs applies them too
+    load_weights(model, state, run_dir / MODEL_WEIGHTS)
     return model.to(device).eval(), model_cfg, train_cfg
 
 

@@ -20,6 +20,16 @@ class TrainConfig:
 
     epochs: int = 100  # upper bound on epochs; early stopping usually ends the run far sooner
     patience: int = 8  # stop after this many epochs in which neither the validation score nor the validation loss improved
+    # Early stopping never ends a run before this many optimizer steps: on a small dataset an epoch is
+    # a few steps, and `patience` epochs of the initial majority-class (background) plateau would
+    # otherwise stop it before it learns anything. 250 steps is under 5 epochs of AVE at batch 64, so
+    # it does not bind there (patience already trains at least 9 epochs = 477 steps).
+    min_steps: int = 250
+    # Standardize every input channel (audio 128, visual 512 over all 7x7 cells, audio maps 512) with the
+    # mean and std of the training split, stored in the checkpoint and applied at evaluate/localize time
+    # (avel.train.standardize): training then behaves the same whatever the scale of the features.
+    # False (`--no-standardize`) feeds the features as they are, as the authors' code does.
+    standardize: bool = True
     batch_size: int = 64  # global batch (split across processes under torchrun)
     lr: float = 1e-3  # Adam learning rate (authors: 1e-3)
     weight_decay: float = 0.0  # Adam L2 penalty (authors: none)
@@ -52,6 +62,7 @@ class TrainConfig:
         checks = {
             "epochs must be >= 1": self.epochs >= 1,
             "patience must be >= 1": self.patience >= 1,
+            "min_steps must be >= 0": self.min_steps >= 0,
             "batch_size must be >= 1": self.batch_size >= 1,
             "lr must be > 0": self.lr > 0,
             f"loss must be one of {', '.join(LOSSES)}": self.loss in LOSSES,

@@ -12,7 +12,10 @@ are scored per second on the segment labels. The checkpoint is selected on the v
 per-second accuracy for supervised models, video-level accuracy for weak ones (segment labels are
 not theirs to see), ties broken by the lower validation loss. Training stops when for `patience`
 epochs neither that score nor the validation loss has improved (accuracy alone plateaus in the
-first epochs while the loss still falls). The test split is evaluated once.
+first epochs while the loss still falls), but never before `min_steps` optimizer steps (a small
+dataset's first epochs are a few steps on the majority-class plateau). The test split is evaluated
+once. With `standardize` (the default) the inputs are standardized per channel with statistics of
+the training split that are saved in the checkpoint (avel.train.standardize).
 """
 
 from __future__ import annotations
@@ -150,6 +153,7 @@ class _State:
     best_epoch: int | None = None
     best_val_loss: float | None = None  # lowest validation loss so far (early stopping watches it too)
     bad_epochs: int = 0  # epochs in which neither the selection score nor the validation loss improved
+    steps: int = 0  # optimizer steps taken (early stopping waits for TrainConfig.min_steps of them)
     stopped: str | None = None  # why training ended ("early stopping", "max epochs")
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     train_seconds: float = 0.0
@@ -178,6 +182,13 @@ class _Trainer:
         self.train_src = ConcatSource(sources + ([noisy] if noisy is not None else []))
         val_arrays = {k: getattr(ds, k) for k in (*self.inputs, "labels", "mil_labels")}
         self.val_src = Source(val_arrays, val_rows[info.rank::info.world], cache)
+
+    def _input_stats(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per-channel mean and std of the model's inputs over the training split's rows."""
+        from avel.train import standardize
+
+        rows = np.asarray(self.ds.split(self.cfg.train_split), dtype=np.int64)
+        return standardize.fit({k: getattr(self.ds, k) for k in self.inputs}, rows)
 
     # one epoch --------------------------------------------------------------
     def _batches(self, epoch: int) -> list[np.ndarray]:
@@ -239,7 +250,12 @@ class _Trainer:
     def run(self, resume: bool) -> dict[str, Any]:
         cfg, info = self.cfg, self.info
         torch.manual_seed(cfg.seed)
-        model = create_model(self.model_cfg).to(self.device)
+        model = create_model(self.model_cfg)
+        if cfg.standardize:  # per-channel statistics of the training split, saved with the weights
+            from avel.train import standardize
+
+            standardize.attach(model, self._input_stats())
+        model = model.to(self.device)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.state = _State()
         saved = ckpt.load_resume_state(self.out, model, opt) if resume else None
@@ -261,6 +277,7 @@ class _Trainer:
                 bar.start_epoch(epoch, self.state)
                 t0 = time.perf_counter()
                 train_loss = self._train_epoch(model, opt, epoch, bar)
+                self.state.steps += len(self._batches(epoch))
                 val = self._validate(model)
                 seconds = time.perf_counter() - t0
                 self._end_epoch(model, opt, epoch, train_loss, val, seconds)
@@ -288,7 +305,7 @@ class _Trainer:
                 ckpt.save_model(self.out, model, self.model_cfg,
                                 {"epoch": epoch + 1, "val_accuracy": val["val_accuracy"],
                                  "val_video_accuracy": val["val_video_accuracy"], "val_loss": val["val_loss"]})
-        if st.bad_epochs >= cfg.patience:
+        if st.bad_epochs >= cfg.patience and st.steps >= cfg.min_steps:
             st.stopped = "early stopping"
         elif st.epoch >= cfg.epochs:
             st.stopped = "max epochs"
