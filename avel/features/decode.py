@@ -29,6 +29,7 @@ SHORT_TAIL_TOLERANCE_S = 0.25  # s: a clip this close to the next whole second c
 RESIZE_MODES = ("stretch", "crop")  # stretch: resize to size x size (the authors); crop: short side, centre crop
 DISPLAY_MODE = "keep"  # for pictures only (avel localize): long side = size, aspect ratio kept
 RESIZE_INTERPOLATION = "BILINEAR"  # swscale filter used for resizing
+DURATION_MISMATCH_S = 0.5  # s: a container stating this much more than decodes gets a warning (truncated file?)
 
 
 def segment_targets(num_segments: int, frames_per_second: int) -> np.ndarray:
@@ -47,6 +48,34 @@ def sample_indices(frame_times: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """
     idx = np.searchsorted(np.asarray(frame_times, dtype=np.float64), targets, side="right") - 1
     return np.clip(idx, 0, len(frame_times) - 1)
+
+
+def stated_duration(container) -> float | None:
+    """Length (s) an open container states for its video: the video stream's, else the container's; None if unstated."""
+    vstream = container.streams.video[0] if container.streams.video else None
+    if vstream is not None and vstream.duration and vstream.time_base:
+        return float(vstream.duration * vstream.time_base)
+    return float(container.duration) / 1_000_000 if container.duration else None  # AV_TIME_BASE units
+
+
+def probe_duration(path: str | Path) -> float | None:
+    """The stated video length of a media file (for progress totals before decoding); None if unknown."""
+    try:
+        container = _open(Path(path))
+    except AvelError:
+        return None
+    try:
+        return stated_duration(container)
+    finally:
+        container.close()
+
+
+def duration_mismatch(stated: float | None, decoded: float) -> str | None:
+    """The warning for a container that states a longer video than decodes (None when they agree)."""
+    if stated is None or stated - decoded <= DURATION_MISMATCH_S:
+        return None
+    return (f"the container states {stated:.2f} s but only {decoded:.2f} s of video decode "
+            "(truncated file?); the decoded length is used")
 
 
 def count_segments(duration: float, tolerance: float = SHORT_TAIL_TOLERANCE_S) -> int:
@@ -200,6 +229,7 @@ class ClipReader:
         self.wanted = num_segments
         self.num_segments: int | None = None
         self.duration: float | None = None
+        self.stated_duration: float | None = None  # s: the length the container states (set on opening)
         self.audio: np.ndarray | None = None
         self.has_audio = False
         self.warnings: list[str] = []
@@ -208,6 +238,7 @@ class ClipReader:
         import av
 
         container = _open(self.path)
+        self.stated_duration = stated_duration(container)
         try:
             yield from self._read(container, av)
         finally:
@@ -225,6 +256,7 @@ class ClipReader:
         early_audio: list = []  # audio frames decoded before the first video frame fixed the origin
         last_time, last_duration, intervals, emitted, bad_packets = None, None, [], 0, 0
         video_done = False
+        reached_end = False  # the whole file was read (not stopped after the wanted seconds)
         streams = [vstream] + ([astream] if astream is not None else [])
         try:
             for packet in container.demux(*streams):
@@ -269,12 +301,17 @@ class ClipReader:
                     video_done = self.wanted is not None and emitted >= self.wanted
                 if video_done and (astream is None or (audio is not None and audio.end() >= self.wanted)):
                     break  # all wanted seconds of video and audio are in
+            else:
+                reached_end = True
         except av.error.FFmpegError as exc:
             raise AvelError(f"cannot read media data: {_reason(exc)}", self.path) from None
         if last_time is None:
             raise AvelError("no decodable video frames (corrupt or empty video track?)", self.path)
         frame_len = last_duration or (float(np.median(intervals)) if intervals else 1.0 / float(vstream.average_rate or 25))
         self.duration = last_time + frame_len
+        mismatch = duration_mismatch(self.stated_duration, self.duration) if reached_end else None
+        if mismatch:
+            self.warnings.append(mismatch)
         if self.wanted is not None and emitted >= self.wanted:
             total = self.wanted
         else:

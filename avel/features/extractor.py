@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,24 +124,31 @@ class FeatureExtractor:
         return ClipReader(path, frames_per_second=self.cfg.frames_per_second, image_size=self.cfg.image_size,
                           resize=self.cfg.resize, num_segments=num_segments)
 
-    def extract(self, path: str | Path, num_segments: int | None = None) -> VideoFeatures:
-        """Features of one file (raises AvelError for unusable input)."""
-        for _, result in self.extract_many([(str(path), Path(path))], num_segments):
+    def extract(self, path: str | Path, num_segments: int | None = None,
+                progress: Callable[[str, str, int], None] | None = None) -> VideoFeatures:
+        """Features of one file (raises AvelError for unusable input); `progress` as in extract_many."""
+        for _, result in self.extract_many([(str(path), Path(path))], num_segments, progress):
             if isinstance(result, AvelError):
                 raise result
             return result
         raise AssertionError("unreachable")
 
-    def extract_many(self, jobs: Iterable[tuple[str, Path]], num_segments: int | None = None
+    def extract_many(self, jobs: Iterable[tuple[str, Path]], num_segments: int | None = None,
+                     progress: Callable[[str, str, int], None] | None = None
                      ) -> Iterator[tuple[str, VideoFeatures | AvelError]]:
-        """Yield (key, features or the AvelError that stopped that video) per job, decoding ahead on a thread."""
+        """Yield (key, features or the AvelError that stopped that video) per job, decoding ahead on a thread.
+
+        `progress(stage, key, seconds)` is told how many seconds of the video are done: stage "decode"
+        (called from the decode thread) and "features" (VGG-19 done; VGGish runs once at the end).
+        """
         items: queue.Queue = queue.Queue(maxsize=PREFETCH_SEGMENTS)
         stop = threading.Event()
-        thread = threading.Thread(target=self._decode_jobs, args=(list(jobs), num_segments, items, stop),
+        tell = progress or (lambda stage, key, seconds: None)
+        thread = threading.Thread(target=self._decode_jobs, args=(list(jobs), num_segments, items, stop, tell),
                                   name="avel-decode", daemon=True)
         thread.start()
         try:
-            yield from self._consume(items)
+            yield from self._consume(items, tell)
         finally:
             stop.set()
             while thread.is_alive():  # unblock a producer waiting on a full queue
@@ -152,7 +159,7 @@ class FeatureExtractor:
             thread.join()
 
     def _decode_jobs(self, jobs: list[tuple[str, Path]], num_segments: int | None, items: queue.Queue,
-                     stop: threading.Event) -> None:
+                     stop: threading.Event, tell: Callable[[str, str, int], None]) -> None:
         """Producer: ("segment", key, Segment)..., then ("done", key, reader) or ("error", key, AvelError)."""
         for key, path in jobs:
             reader = self.reader(path, num_segments)
@@ -161,6 +168,7 @@ class FeatureExtractor:
                 for seg in reader.segments():
                     self.stats.decode_s += time.perf_counter() - start
                     items.put(("segment", key, seg))
+                    tell("decode", key, seg.index + 1)
                     start = time.perf_counter()
                     if stop.is_set():
                         return
@@ -174,7 +182,8 @@ class FeatureExtractor:
                 return
         items.put(("end", None, None))
 
-    def _consume(self, items: queue.Queue) -> Iterator[tuple[str, VideoFeatures | AvelError]]:
+    def _consume(self, items: queue.Queue, tell: Callable[[str, str, int], None]
+                 ) -> Iterator[tuple[str, VideoFeatures | AvelError]]:
         pending: list = []  # segments of the current video not yet through VGG-19
         visual: list[np.ndarray] = []  # (h, w, 512) per finished segment
         times: list[np.ndarray] = []
@@ -190,6 +199,7 @@ class FeatureExtractor:
                     visual += self._visual(pending)
                     times += [s.times for s in pending]
                     pending = []
+                    tell("features", key, len(visual))
                 continue
             if kind == "error":
                 pending, visual, times = [], [], []

@@ -9,8 +9,12 @@ instead of running them over minutes of video they were never trained on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from torch import nn
+
+WINDOW_BATCH = 64  # windows per model call (progress is reported after each)
 
 
 def window_starts(num_segments: int, window: int, hop: int) -> list[int]:
@@ -26,19 +30,28 @@ def window_starts(num_segments: int, window: int, hop: int) -> list[int]:
 
 
 def windowed_predict(model: nn.Module, audio: np.ndarray, visual: np.ndarray, window: int, hop: int,
-                     device=None) -> tuple[np.ndarray, np.ndarray | None]:
+                     device=None, progress: Callable[[int, int], None] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
     """(T, C) class probabilities and (T, k) attention (or None) for one video's features.
 
-    audio (T, 128), visual (T, g, g, 512); windows as in `window_starts`, overlaps averaged.
+    audio (T, 128), visual (T, g, g, 512); windows as in `window_starts`, overlaps averaged;
+    `progress(windows done, windows)` after every WINDOW_BATCH windows.
     """
     from avel.train.evaluate import predict
 
     t = len(audio)
     length = min(window, t)
     starts = window_starts(t, window, hop)
-    a = np.stack([audio[s:s + length] for s in starts])  # (W, length, 128)
-    v = np.stack([visual[s:s + length] for s in starts])  # (W, length, g, g, 512)
-    probs, attention = predict(model, a, v, device=device)  # (W, length, C), (W, length, k) | None
+    parts = []
+    for i in range(0, len(starts), WINDOW_BATCH):
+        chunk = starts[i:i + WINDOW_BATCH]
+        a = np.stack([audio[s:s + length] for s in chunk])  # (w, length, 128)
+        v = np.stack([visual[s:s + length] for s in chunk])  # (w, length, g, g, 512)
+        parts.append(predict(model, a, v, device=device))  # (w, length, C), (w, length, k) | None
+        if progress is not None:
+            progress(i + len(chunk), len(starts))
+    probs = np.concatenate([p for p, _ in parts])
+    attention = None if parts[0][1] is None else np.concatenate([att for _, att in parts])
     counts = np.zeros(t)
     p_sum = np.zeros((t, probs.shape[-1]))
     a_sum = None if attention is None else np.zeros((t, attention.shape[-1]))

@@ -77,3 +77,11 @@ def training_length(doc: dict, info: dict | None) -> int:
     """Seconds per training clip (the inference window)."""
     data = doc.get("data") or {}
     return int(data.get("num_segments") or (info or {}).get("num_segments") or NUM_SEGMENTS)
+
+
+def synthetic_warning(doc: dict, run_dir: Path) -> str | None:
+    """The warning for a run trained on AVE-Synth (its config.json's `data.synthetic`), else None."""
+    if not (doc.get("data") or {}).get("synthetic"):
+        return None
+    return (f"the model {run_dir} was trained on AVE-Synth, the generated stand-in dataset, not on real "
+            "video: its events on a real video are not meaningful (train on real AVE features for real use)")
