@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import h5py
 import numpy as np
 import pytest
@@ -37,17 +39,67 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     assert not (c / synth.AUDIO_MAP_FILE).exists()
 
 
+# sha256 of a 20-video generator-v1 dataset (seed 3, 2 categories, audio maps), computed by
+# _dataset_checksum before generator v2 existed: v1 must keep producing exactly these bytes.
+V1_CHECKSUM = "d0e3d48bf3e6e6531ce8da6a3bcc84b8171ab87722154805d9cc740f2497cd93"
+
+
+def _dataset_checksum(root):
+    h = hashlib.sha256()
+    for p in sorted(root.glob("*.h5")):
+        with h5py.File(p, "r") as f:
+            for k in sorted(f.keys()):
+                h.update(p.name.encode())
+                h.update(np.ascontiguousarray(f[k][()]).tobytes())
+    h.update((root / "Annotations.txt").read_bytes())
+    return h.hexdigest()
+
+
+def test_generator_v1_bytes_are_unchanged(tmp_path):
+    out = synth.generate(tmp_path / "v1", seed=3, audio_maps=True, version=1, **SMALL)
+    assert synth.read_marker(out)["version"] == 1 and synth.non_default_params(synth.read_marker(out)) == {}
+    assert _dataset_checksum(out) == V1_CHECKSUM
+    v2 = synth.generate(tmp_path / "v2", seed=3, audio_maps=True, **SMALL)  # the default is v2
+    assert synth.read_marker(v2)["version"] == synth.GENERATOR_VERSION == 2
+    assert synth.non_default_params(synth.read_marker(v2)) == {}
+    assert _dataset_checksum(v2) != V1_CHECKSUM
+    with pytest.raises(AvelError, match="unknown AVE-Synth generator version 9"):
+        synth.generate(tmp_path / "v9", version=9, **SMALL)
+
+
+def test_v2_audio_statistics_match_the_released_features(tmp_path, release):
+    """Generator v2's audio against the release's VGGish features (audio_feature_noisy.h5, the only
+    released audio here): mean, std and 99th percentile within 15%, share of zeros within 0.03;
+    generator v1's audio is ~1.5x too large (it fails the same check), and v2's pooled visual
+    vectors vary as much as its audio (v1's: ~10x less)."""
+    real = _read(release / "audio_feature_noisy.h5")
+    assert real.shape == (178, 10, 128)
+
+    def stats(a):
+        return np.array([a.mean(), a.std(), np.percentile(a, 99)]), (a == 0).mean()
+
+    want, want_zeros = stats(real)
+    kw = {"videos": 84, "categories": 28, "seed": 0, "progress": False}
+    v2 = synth.generate(tmp_path / "v2", **kw)
+    got, zeros = stats(_read(v2 / "audio_feature.h5"))
+    np.testing.assert_allclose(got, want, rtol=0.15)
+    assert abs(zeros - want_zeros) < 0.03
+    v1 = synth.generate(tmp_path / "v1", version=1, **kw)
+    assert (stats(_read(v1 / "audio_feature.h5"))[0] / want > 1.3).all()
+    for root, lo, hi in ((v2, 0.6, 1.6), (v1, 0.05, 0.15)):
+        pooled_std = _read(root / "visual_feature.h5").mean((2, 3)).std()
+        assert lo < pooled_std / _read(root / "audio_feature.h5").std() < hi, root.name
+
+
 def test_visual_gain_scales_only_the_visual_maps_and_marks_the_data(tmp_path):
-    """SynthParams.visual_gain multiplies the visual map and nothing else; the default keeps v1's
+    """SynthParams.visual_gain multiplies the visual map and nothing else; v1's default keeps v1's
     bytes; the marker records the non-default parameter, and reproduce's data fingerprint tells the
     two apart while v1 data keeps its earlier fingerprint (finished runs stay reusable)."""
-    import hashlib
-
     from avel.data.dataset import AVEDataset
     from avel.report.pipeline import data_fingerprint
 
-    a = synth.generate(tmp_path / "a", seed=3, **SMALL)
-    b = synth.generate(tmp_path / "b", seed=3, params=synth.SynthParams(visual_gain=4.0), **SMALL)
+    a = synth.generate(tmp_path / "a", seed=3, version=1, **SMALL)
+    b = synth.generate(tmp_path / "b", seed=3, params=synth.SynthParams(visual_gain=4.0), version=1, **SMALL)
     arrs_a, arrs_b = _all_arrays(a), _all_arrays(b)
     for name in arrs_a:
         want = arrs_a[name] * 4.0 if name.startswith("visual_feature") else arrs_a[name]  # + the noisy videos
@@ -61,6 +113,8 @@ def test_visual_gain_scales_only_the_visual_maps_and_marks_the_data(tmp_path):
         h.update(np.asarray(da.split(s), dtype=np.int64).tobytes())
     h.update(b"synth")
     assert data_fingerprint(da) == h.hexdigest()[:16] != data_fingerprint(db)
+    c = synth.generate(tmp_path / "c", seed=3, **SMALL)  # v2: same labels and splits, other features
+    assert data_fingerprint(AVEDataset.open(c, progress=False)) not in (data_fingerprint(da), data_fingerprint(db))
 
 
 def test_interrupted_generation_resumes_to_identical_output(tmp_path, monkeypatch):
@@ -186,7 +240,7 @@ def test_object_cells_mark_the_sounding_object(tiny_synth):
     cells = _read(tiny_synth / synth.OBJECT_CELLS_FILE)
     mask = event_mask(cat).astype(bool)
     assert ((cells >= 0) == mask).all() and cells.max() < 49
-    world = synth.make_world(0, synth.SynthParams())
+    world = synth.make_world(0, synth.params_for(synth.read_marker(tiny_synth)["version"]))
     visual = _read(tiny_synth / "visual_feature.h5").reshape(len(cat), 10, 49, 512)
     score = np.einsum("ntkc,nc->ntk", visual, world.vis_sig[cat.labels])  # (N, 10, 49)
     assert (score.argmax(-1)[mask] == cells[mask]).mean() > 0.95
@@ -244,8 +298,23 @@ def test_background_seconds_hold_offscreen_sounds_and_silent_objects():
 
 
 def test_modality_reliability_differs_by_category():
-    w = synth.make_world(0, synth.SynthParams())
+    w = synth.make_world(0, synth.params_for(1))  # v1: random thirds
     audio_wins = w.aud_strength > w.vis_strength
     vision_wins = w.vis_strength > w.aud_strength
     assert audio_wins.sum() >= 9 and vision_wins.sum() >= 9
     assert (w.vis_sig >= 0).all() and (w.aud_sig >= 0).all()
+
+
+def test_v2_reliability_follows_the_paper():
+    """v2: vision is the reliable modality for vehicles, audio for speech and animals (the paper's
+    per-category discussion: V beats A on car, motorcycle, train, bus; A beats V on dog, man, woman)."""
+    w = synth.make_world(0, synth.params_for(2))
+    idx = {name: i for i, name in enumerate(AVE_CATEGORIES)}
+    for name in ("Race car, auto racing", "Motorcycle", "Train horn", "Bus", "Truck", "Helicopter"):
+        assert w.vis_strength[idx[name]] > w.aud_strength[idx[name]], name
+    for name in ("Bark", "Male speech, man speaking", "Female speech, woman speaking", "Cat", "Goat"):
+        assert w.aud_strength[idx[name]] > w.vis_strength[idx[name]], name
+    for name in ("Violin, fiddle", "Clock", "Church bell"):
+        assert w.aud_strength[idx[name]] == w.vis_strength[idx[name]], name
+    assert set(synth.VISION_STRONG).isdisjoint(synth.AUDIO_STRONG)
+    assert set(synth.VISION_STRONG) | set(synth.AUDIO_STRONG) <= set(AVE_CATEGORIES)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from avel.data.synth import DEFAULT_VIDEOS, FULL_SIZE
+    from avel.data.synth import DEFAULT_VIDEOS, FULL_SIZE, GENERATOR_VERSION, VERSIONS
 
     p = sub.add_parser("data", help="build and validate AVE dataset directories")
     dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="use the first K of the 28 AVE categories (default 28; fewer learn faster on small sets)")
     syn.add_argument("--audio-maps", action="store_true",
                      help="also write audio_feature_map.h5 (N,10,6,4,512) for visual-guided audio attention")
+    syn.add_argument("--generator", type=int, default=GENERATOR_VERSION, choices=sorted(VERSIONS),
+                     help=f"generator version (default {GENERATOR_VERSION}; 1 reproduces earlier AVE-Synth data "
+                          "byte for byte; docs/data.md describes both)")
     syn.add_argument("--no-progress", action="store_true", help="no progress bar")
     syn.set_defaults(func=_synth)
 
@@ -58,10 +61,10 @@ def _synth(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     out = generate(args.out, videos=args.videos, seed=args.seed, audio_maps=args.audio_maps,
-                   categories=args.categories, progress=not args.no_progress)
+                   categories=args.categories, progress=not args.no_progress, version=args.generator)
     meta = read_marker(out) or {}
     print(f"wrote AVE-Synth to {out}: {meta.get('videos')} videos ({meta.get('categories')} categories), "
-          f"{meta.get('noisy_videos')} background-only, seed {meta.get('seed')}, "
+          f"{meta.get('noisy_videos')} background-only, seed {meta.get('seed')}, generator v{meta.get('version')}, "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0
 

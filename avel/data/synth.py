@@ -13,12 +13,16 @@ meaningful, for reasons that can be stated:
   visible), so each modality alone is ambiguous about event boundaries; audio and visual onsets
   are offset by up to one second around the labelled event (= the seconds where both hold);
 * each category has its own audio and visual reliability (signature strength), so audio wins on
-  some categories and vision on others;
+  some categories and vision on others (generator v2: as in the paper, vision on vehicles, audio on
+  speech and animals);
 * the audio of category c and the visual of category c are fixed signatures of c, so the
   audio-visual correspondence is learnable (by attention and by cross-modal matching).
 
 See docs/data.md for the generative model in full. Every array is a deterministic function of the
-seed: the category-level "world" comes from the seed alone and video i from (seed, i).
+generator version and the seed: the category-level "world" comes from the seed alone and video i
+from (seed, i). Version 1 (the first release) stays available byte for byte; version 2, the default,
+makes the pooled visual signal as strong as the audio, matches the audio's statistics to the
+released VGGish features, and sets each category's modality reliability as the paper reports.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from avel.errors import AvelError
 from avel.io import H5_KEY, read_json_if_exists, write_h5, write_json, write_text
 from avel.progress import stderr_progress
 
-GENERATOR_VERSION = 1  # bump when the generative model changes (recorded in the marker file)
+GENERATOR_VERSION = 2  # the default generator version (recorded in the marker file); see VERSIONS
 MARKER_FILE = "avel_synth.json"  # marks an AVE-Synth directory: generator version, seed, sizes
 OBJECT_CELLS_FILE = "object_cells.h5"  # (N,10) int64 ground-truth cell 0..48 of the sounding object, -1 none
 AUDIO_MAP_FILE = "audio_feature_map.h5"  # (N,10,6,4,512) float64 spatial audio maps (only with audio_maps)
@@ -97,6 +101,36 @@ class SynthParams:
     # slows the pooled-visual models' training (V, A+V); see docs/data.md and
     # benchmarks/ordering_margins.py --visual-gain.
     visual_gain: float = 1.0
+    # Multiplies the audio before the clip to [0, AUDIO_MAX] (zeros stay zeros). v2's 0.69 brings mean,
+    # std and 99th percentile to the released VGGish features' (audio_feature_noisy.h5).
+    audio_scale: float = 1.0
+    # "random": a random third of the categories audio-strong, a third vision-strong (v1); "paper": by
+    # the supplement's per-category results (VISION_STRONG, AUDIO_STRONG: vision wins on vehicles,
+    # audio on speech and animals).
+    reliability: str = "random"
+
+
+# Generator versions: each version's parameters. Field defaults are v1's, so a v1 marker written
+# before a field existed reads as v1. v2: pooled visual vectors as strong as the audio (visual_gain
+# 10: pooled std ~0.27 like the audio's ~0.26), audio statistics matched to the release (audio_scale),
+# per-category modality reliability as in the paper (reliability "paper").
+VERSIONS = {1: SynthParams(), 2: SynthParams(visual_gain=10.0, audio_scale=0.69, reliability="paper")}
+
+# Modality reliability by category (the supplement's Table 1 and the paper's discussion): vehicles
+# and the distant horse are recognised better by vision (V > A: plane, car, helicopter, truck,
+# motorcycle, train, bus, horse); speech, the baby's cry and most animals by ear (A > V: man, woman,
+# baby, dog, goat, cat, rodents); instruments and the rest are medium in both.
+VISION_STRONG = ("Fixed-wing aircraft, airplane", "Race car, auto racing", "Helicopter", "Truck", "Motorcycle",
+                 "Train horn", "Bus", "Horse")
+AUDIO_STRONG = ("Male speech, man speaking", "Female speech, woman speaking", "Baby cry, infant cry", "Bark",
+                "Goat", "Cat", "Rodents, rats, mice")
+
+
+def params_for(version: int) -> SynthParams:
+    """The generative parameters of a generator version."""
+    if version not in VERSIONS:
+        raise AvelError(f"unknown AVE-Synth generator version {version}; known: {', '.join(map(str, VERSIONS))}")
+    return VERSIONS[version]
 
 
 @dataclass(frozen=True)
@@ -135,6 +169,8 @@ def make_world(seed: int, p: SynthParams) -> World:
     map_sig = np.stack([_sparse_signature(rng, VISUAL_DIM, p.vis_sig_channels, 1.0, 2.0) for _ in range(k)])
     # Reliability groups: a third audio-strong/visual-weak, a third the reverse, the rest medium.
     group = rng.permutation(np.arange(k) % 3)
+    if p.reliability == "paper":  # 0 audio-strong, 1 vision-strong, 2 medium, by category name
+        group = np.array([0 if c in AUDIO_STRONG else 1 if c in VISION_STRONG else 2 for c in AVE_CATEGORIES])
     vis_strength = np.choose(group, [p.weak, p.strong, p.medium]).astype(np.float32)
     aud_strength = np.choose(group, [p.strong, p.weak, p.medium]).astype(np.float32)
     scenes = np.stack([_sparse_signature(rng, VISUAL_DIM, p.scene_channels, p.scene_low, p.scene_high)
@@ -324,6 +360,8 @@ def render_video(rng: np.random.Generator, world: World, p: SynthParams, plan: V
         for k, scale in sounds:
             jitter = rng.uniform(0.8, 1.2, AUDIO_DIM).astype(np.float32)
             audio[t] += world.aud_sig[k] * (world.aud_strength[k] * again * scale) * jitter
+    if p.audio_scale != 1.0:
+        audio *= np.float32(p.audio_scale)
     audio = np.clip(audio, 0.0, AUDIO_MAX)
 
     amap = None
@@ -360,10 +398,11 @@ def _check_out_dir(out: Path) -> None:
 
 def generate(out_dir: str | Path, videos: int = DEFAULT_VIDEOS, seed: int = 0, audio_maps: bool = False,
              noisy: int | None = None, categories: int = NUM_EVENT_CLASSES, params: SynthParams | None = None,
-             progress: bool = True) -> Path:
+             progress: bool = True, version: int = GENERATOR_VERSION) -> Path:
     """Write an AVE-Synth dataset directory with `videos` rows; returns its path.
 
-    Deterministic for (videos, seed, params). An interrupted run resumes where it stopped when
+    `version` picks the generator (VERSIONS; `params` None means that version's parameters).
+    Deterministic for (videos, seed, version, params). An interrupted run resumes where it stopped when
     called again with the same arguments. The marker file is written last: a directory without
     it is incomplete.
     """
@@ -376,12 +415,12 @@ def generate(out_dir: str | Path, videos: int = DEFAULT_VIDEOS, seed: int = 0, a
         raise AvelError(f"--videos must be at least {categories} (one per category), got {videos}")
     _check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
-    p = params or SynthParams()
+    p = params or params_for(version)
     n_noisy = default_noisy(videos) if noisy is None else noisy
     world = make_world(seed, p)
     catalog = make_catalog(videos, seed, categories)
     cats = catalog.categories
-    meta = {"generator": "avel.data.synth", "version": GENERATOR_VERSION, "seed": seed, "videos": videos,
+    meta = {"generator": "avel.data.synth", "version": version, "seed": seed, "videos": videos,
             "categories": categories, "noisy_videos": n_noisy, "audio_maps": audio_maps, "params": asdict(p)}
     if not (out / PROGRESS_FILE).exists():  # from here on the directory is ours to (re)write and resume
         write_json(out / PROGRESS_FILE, {**meta, "rows_done": 0})
@@ -480,9 +519,9 @@ def _progress(enabled: bool):
 
 
 def non_default_params(marker: dict) -> dict:
-    """The generator parameters of a marker that differ from this version's defaults (a marker
-    written before a parameter existed used its default)."""
-    defaults = asdict(SynthParams())
+    """The generator parameters of a marker that differ from its generator version's defaults (a
+    marker written before a parameter existed used its default, which is v1's)."""
+    defaults = asdict(VERSIONS.get(marker.get("version", 1), SynthParams()))
     return {k: v for k, v in (marker.get("params") or {}).items() if k not in defaults or v != defaults[k]}
 
 
