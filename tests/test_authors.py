@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from authors_files import AUTHORS_CLASSES, Global, ModuleClass, Reduce, TreeBuilder, authors_tree, legacy_file, \
-    random_weights
+from authors_files import AUTHORS_CLASSES, Global, ModuleClass, Reduce, Storage, TreeBuilder, authors_tree, \
+    legacy_file, random_weights
 
 from avel.authors import KINDS, git_blob_sha1, import_authors, read_authors_checkpoint
 from avel.cli import main
@@ -170,6 +170,13 @@ def test_cli_import_then_evaluate_on_synth(tmp_path: Path, tiny_synth: Path, cap
     assert result["model"] == "authors-A+V-att"
     assert result["num_seconds"] == pred.size
     assert result["accuracy"] == pytest.approx(100.0 * (pred == labels).mean(), abs=1e-3)
+    # what `avel localize` reads from the run: AVE's class names, 10-second windows, no recorded extractor
+    from avel.localize.runinfo import class_names, extractor_record, run_document, training_length
+
+    doc = run_document(tmp_path / "run")
+    names, background = class_names(doc, 29)
+    assert names[0] == "Church bell" and background == 28 and training_length(doc, None) == 10
+    assert extractor_record(tmp_path / "run", doc)[0] is None  # -> the authors' extractor is assumed
 
 
 # ---- the zip format of current PyTorch ---------------------------------------------------------------
@@ -313,6 +320,12 @@ def _unknown_class(path: Path) -> None:
     path.write_bytes(legacy_file(b.module(ModuleClass("my_models", "Net"), [], []), b.storages))
 
 
+def _tensor_past_its_storage(path: Path) -> None:
+    storage = Storage("1", np.zeros(10, np.float32))
+    path.write_bytes(legacy_file(Reduce(Global("torch._utils", "_rebuild_tensor"), (storage, 4, (3, 3), (3, 1))),
+                                 [storage]))
+
+
 def _truncated(path: Path) -> None:
     write_legacy(path, "A+V-att")
     data = path.read_bytes()
@@ -323,6 +336,7 @@ BAD_FILES = {
     "other architecture": (_other_architecture, "weights do not fit the authors' A+V-att network: missing L1.bias"),
     "bare LSTM": (_bare_lstm, "holds a torch.nn.modules.rnn.LSTM, not one of the authors' networks"),
     "unknown class": (_unknown_class, "refuses to load global 'my_models.Net'"),
+    "tensor past its storage": (_tensor_past_its_storage, "tensor of size (3, 3) at offset 4 runs past its storage"),
     "truncated": (_truncated, "truncated: storage"),
     "text file": (lambda p: p.write_text("hello\n"), "not a PyTorch checkpoint"),
     "empty": (lambda p: p.write_bytes(b""), "not a PyTorch checkpoint"),

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 import avel
-from avel.authors.unpickle import Loaded, Param, StandIn, load_checkpoint
+from avel.authors.unpickle import Loaded, Ref, StandIn, load_checkpoint
 from avel.errors import AvelError
 
 
@@ -77,10 +77,9 @@ def module_tensors(root: StandIn, path: Path) -> dict[str, torch.Tensor]:
                 name = name.decode("latin-1") if isinstance(name, bytes) else str(name)
                 if value is None:
                     continue  # a missing bias
-                tensor = value.data if isinstance(value, Param) else value
-                if not isinstance(tensor, torch.Tensor):
+                if not isinstance(value, Ref) or value.kind == "storage":
                     raise AvelError(f"'{prefix}{name}' is not a tensor", path)
-                out[prefix + name] = tensor.to(torch.float32).contiguous().clone()
+                out[prefix + name] = value.data.to(torch.float32).contiguous().clone()
         for name, child in (state.get("_modules") or {}).items():
             name = name.decode("latin-1") if isinstance(name, bytes) else str(name)
             if child is not None:

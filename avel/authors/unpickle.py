@@ -51,7 +51,6 @@ MODULE_CLASSES = (
     "models.att_Net", "models_weakly.att_Net", "models_fusion.TBMRF_Net",
     "torch.nn.modules.rnn.LSTM", "torch.nn.modules.linear.Linear", "torch.nn.modules.container.Sequential",
     "torch.nn.modules.activation.ReLU", "torch.nn.modules.activation.Tanh", "torch.nn.modules.activation.Sigmoid",
-    "torch.nn.modules.pooling.MaxPool1d",
     "torch.nn.backends.thnn._get_thnn_function_backend",  # 0.3 modules' shared `_backend`
     "torch.backends.cudnn.rnn.Unserializable",  # 0.3 LSTM `dropout_state` entries
 )
@@ -74,12 +73,15 @@ class StandIn:
 
 
 @dataclass
-class Param:
-    """A pickled torch.nn.Parameter: its tensor (the requires_grad/volatile state is dropped)."""
+class Ref:
+    """A storage, tensor or parameter from the file. The wrapper keeps pickle's BUILD opcode away from
+    torch's own `__setstate__` (which could re-point a tensor); a parameter's state (0.3: requires_grad,
+    volatile, hooks) is dropped."""
 
     data: torch.Tensor
+    kind: str  # "storage" (a 1-D buffer) | "tensor" | "parameter"
 
-    def __setstate__(self, state: Any) -> None:  # 0.3: BUILD (requires_grad, volatile, hooks)
+    def __setstate__(self, state: Any) -> None:
         pass
 
 
@@ -98,22 +100,18 @@ def _stand_in_class(qualname: str) -> type[StandIn]:
     return type(qualname.rsplit(".", 1)[-1], (StandIn,), {"qualname": qualname})
 
 
-def _parameter(data: torch.Tensor, requires_grad: bool = True, *_: Any) -> Param:
-    return Param(_tensor_arg(data))
+def _parameter(data: Any, requires_grad: Any = True, *_: Any) -> Ref:
+    """torch.nn.Parameter(tensor) (0.3) and torch._utils._rebuild_parameter(tensor, ...) (current)."""
+    if not isinstance(data, Ref) or data.kind != "tensor":
+        raise pickle.UnpicklingError(f"a parameter of something that is not a tensor ({type(data).__name__})")
+    return Ref(data.data, "parameter")
 
 
-def _tensor_arg(x: Any) -> torch.Tensor:
-    if isinstance(x, Param):
-        return x.data
-    if not isinstance(x, torch.Tensor):
-        raise pickle.UnpicklingError(f"expected a tensor, got {type(x).__name__}")
-    return x
-
-
-def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_: Any) -> torch.Tensor:
+def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_: Any) -> Ref:
     """A view of `storage` (a 1-D buffer) after checking every index stays inside it."""
-    if not isinstance(storage, torch.Tensor) or storage.dim() != 1:
+    if not isinstance(storage, Ref) or storage.kind != "storage":
         raise pickle.UnpicklingError("a tensor refers to something that is not a storage")
+    storage = storage.data
     if not (isinstance(offset, int) and all(isinstance(v, int) and v >= 0 for v in (*size, *stride))
             and len(size) == len(stride) and offset >= 0):
         raise pickle.UnpicklingError(f"invalid tensor geometry (offset {offset!r}, size {size!r}, stride {stride!r})")
@@ -121,11 +119,7 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_: Any) 
     if last >= storage.numel():
         raise pickle.UnpicklingError(f"tensor of size {tuple(size)} at offset {offset} runs past its storage "
                                      f"({storage.numel()} elements)")
-    return storage.as_strided(tuple(size), tuple(stride), storage.storage_offset() + offset)
-
-
-def _rebuild_parameter(data: Any, requires_grad: Any = True, *_: Any) -> Param:
-    return Param(_tensor_arg(data))
+    return Ref(storage.as_strided(tuple(size), tuple(stride), storage.storage_offset() + offset), "tensor")
 
 
 ALLOWED_GLOBALS: dict[str, Any] = {
@@ -133,7 +127,7 @@ ALLOWED_GLOBALS: dict[str, Any] = {
     "builtins.set": set,  # a module's _non_persistent_buffers_set (current PyTorch)
     "torch._utils._rebuild_tensor": _rebuild_tensor,
     "torch._utils._rebuild_tensor_v2": _rebuild_tensor,
-    "torch._utils._rebuild_parameter": _rebuild_parameter,
+    "torch._utils._rebuild_parameter": _parameter,
     "torch.nn.parameter.Parameter": _parameter,
     **{f"torch.{name}": StorageType(name) for name in STORAGE_DTYPES},
     **{name: _stand_in_class(name) for name in MODULE_CLASSES},
@@ -214,11 +208,11 @@ class RestrictedUnpickler(pickle.Unpickler):
             buf = self.storages.get(*pid[1:5])
             view = pid[5] if len(pid) == 6 else None
             if view is None:
-                return buf
+                return Ref(buf, "storage")
             _, offset, size = view  # 0.3 storage views: (view key, offset, size) into the root storage
             if not (isinstance(offset, int) and isinstance(size, int) and 0 <= offset <= offset + size <= len(buf)):
                 raise pickle.UnpicklingError(f"storage view {view!r:.80} outside its storage")
-            return buf[offset:offset + size]
+            return Ref(buf[offset:offset + size], "storage")
         raise pickle.UnpicklingError(f"unknown persistent id {pid!r:.80}")
 
 
@@ -263,6 +257,8 @@ def _load_zip(path: Path) -> Loaded:
         if len(pickles) != 1:
             raise AvelError("a zip file, but not a PyTorch checkpoint (no <name>/data.pkl)", path)
         prefix = pickles[0][: -len("data.pkl")]
+        if f"{prefix}byteorder" in zf.namelist() and zf.read(f"{prefix}byteorder").strip() != b"little":
+            raise AvelError("saved on a big-endian machine: not supported", path)
         storages = Storages(budget=path.stat().st_size, fetch=lambda key: zf.read(f"{prefix}data/{key}"))
         root = RestrictedUnpickler(io.BytesIO(zf.read(pickles[0])), storages).load()
     return Loaded(root, "PyTorch zip format", storages.locations)
