@@ -124,7 +124,8 @@ def test_run_directory_contents(av_att_run, array_ds) -> None:
     for f in (ckpt.CONFIG_FILE, ckpt.MODEL_WEIGHTS, ckpt.MODEL_JSON, ckpt.LAST_WEIGHTS, ckpt.LAST_JSON,
               ckpt.CURVES_CSV, ckpt.CURVES_PNG, ckpt.RESULTS_FILE):
         assert (out / f).is_file(), f
-    assert not list(out.glob("*.part")) and not list(out.glob(".*"))
+    # nothing half-written; the only hidden file is avel.io.output_lock's (held while train() ran)
+    assert not list(out.glob("*.part")) and [p.name for p in out.glob(".*")] == [".avel.lock"]
     doc = json.loads((out / ckpt.CONFIG_FILE).read_text())
     assert doc["model"]["name"] == "A+V-att" and doc["train"]["lr"] == 3e-3 and doc["avel_version"]
     curves = (out / ckpt.CURVES_CSV).read_text().strip().splitlines()

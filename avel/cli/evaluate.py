@@ -21,15 +21,38 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def format_report(r: dict[str, Any]) -> str:
-    """Human-readable summary: overall and per-category accuracy, attention hit rate."""
-    lines = [f"{r['model']} on {r['split']}: {r['accuracy']:.2f}% of {r['num_seconds']} seconds "
-             f"({r['num_videos']} videos); video-level {r['video_accuracy']:.2f}%"]
+    """Human-readable summary: the data, overall accuracy beside the majority-class and chance rates,
+    per-category accuracy (marked n<3 where fewer than 3 videos back it), attention hit rate."""
+    from avel.train.evaluate import MIN_CATEGORY_VIDEOS
+
+    lines = []
+    d = r.get("dataset")
+    if d:
+        lines.append(f"data: {d['name']}{' (synthetic)' if d.get('synthetic') else ''} at {d.get('root')}"
+                     + (f"; {d['note']}" if d.get("synthetic") else ""))
+    if r.get("training_data") == "different":
+        lines.append("WARNING: this is not the data the run was trained on ("
+                     + "; ".join(r.get("training_data_differences") or []) + ")")
+    elif r.get("training_data") == "unknown":
+        lines.append("note: the run predates training-data fingerprints; whether this is its training data is unknown")
+    degenerate = (f" (degenerate: predicts {r['most_predicted_class']} on {r['most_predicted_share']:.1f}% of "
+                  "seconds)") if r.get("degenerate") else ""
+    lines.append(f"{r['model']} on {r['split']}: {r['accuracy']:.2f}%{degenerate} of {r['num_seconds']} seconds "
+                 f"({r['num_videos']} videos); video-level {r['video_accuracy']:.2f}%")
+    if r.get("majority_rate") is not None:
+        lines.append(f"baselines: majority class ({r['majority_class']} everywhere) {r['majority_rate']:.2f}%, "
+                     f"chance (1/{len(r['confusion']['labels'])} classes) {r['chance_rate']:.2f}%")
     if r.get("attention_hit_rate") is not None:
         lines.append(f"attention peak on the sounding object: {r['attention_hit_rate']:.1f}% of "
                      f"{r['attention_seconds']} event seconds (chance {r['attention_chance_rate']:.1f}%)")
-    lines.append("per category (accuracy over the seconds of that category's videos):")
+    lines.append("per category (accuracy over the seconds of that category's videos; majority rate; videos):")
     width = max((len(k) for k in r["per_class"]), default=0)
-    lines += [f"  {name:<{width}}  {acc:6.2f}" for name, acc in r["per_class"].items()]
+    videos, major = r.get("per_class_videos") or {}, r.get("per_class_majority_rate") or {}
+    for name, acc in r["per_class"].items():
+        n = videos.get(name)
+        few = f"  n<{MIN_CATEGORY_VIDEOS}" if n is not None and n < MIN_CATEGORY_VIDEOS else ""
+        extra = f"  (majority {major[name]:6.2f}, {n} videos){few}" if name in major else ""
+        lines.append(f"  {name:<{width}}  {acc:6.2f}{extra}")
     lines += format_confusion(r["confusion"])
     return "\n".join(lines)
 

@@ -65,8 +65,20 @@ def _train(args: argparse.Namespace) -> int:
         test = results["test"]
         print(f"{results['model']}: selected epoch {results['best_epoch']} of {results['epochs_run']} "
               f"({results['stopped']}); val {results['val']['accuracy']:.2f}%, test {test['accuracy']:.2f}%"
+              + (" (degenerate: one class on "
+                 f"{test['most_predicted_share']:.1f}% of seconds)" if test.get("degenerate") else "")
+              + (f"; majority class {test['majority_rate']:.2f}%, chance {test['chance_rate']:.2f}%"
+                 if test.get("majority_rate") is not None else "")
               + (f"; attention on the sounding object {test['attention_hit_rate']:.1f}% "
                  f"(chance {test['attention_chance_rate']:.1f}%)" if test.get("attention_hit_rate") is not None
                  else ""))
+        sel = results.get("test_at_validation") or {}
+        if sel.get("best") is not None:
+            print(f"test accuracy over validation points (never used to select): best {sel['best']:.2f}% at "
+                  f"epoch {sel['best_epoch']}, {sel['difference']:.2f} points above the selected checkpoint's")
+        data = results.get("dataset") or {}
+        if data:
+            print(f"data: {data['name']}" + (f" (synthetic: {data['note']})" if data.get("synthetic") else "")
+                  + f" at {data.get('root')}")
         print(f"wrote {args.out}")
     return 0

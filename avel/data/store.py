@@ -236,3 +236,16 @@ def first_nonfinite_row(rows: np.ndarray) -> int | None:
 def grid_mean(rows: np.ndarray) -> np.ndarray:
     """(n, 10, 7, 7, 512) -> (n, 10, 512): global average pooling over the 7x7 grid."""
     return rows.mean(axis=(2, 3))
+
+
+def served_checksum(array: object) -> str | None:
+    """The blake2b checksum of the source values recorded when the cache behind `array` (a memmap
+    served by `FeatureStore.array`) was built; None for any other array. Cheap: reads the metadata."""
+    filename = getattr(array, "filename", None)
+    if not filename:
+        return None
+    meta = Path(filename).with_suffix(".json")
+    try:
+        return json.loads(meta.read_text()).get("source_values_blake2b")
+    except (OSError, json.JSONDecodeError):
+        return None

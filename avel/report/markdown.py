@@ -19,16 +19,29 @@ SYNTH_WARNING = (
 
 
 def fmt_entry(e: dict[str, Any] | None) -> str:
-    """One table entry: `mean ± std` (n > 1 seeds), `mean` (one seed), the paper's value, or why it is absent."""
+    """One table entry: `mean ± std` (n > 1 seeds), `mean` (one seed), the paper's value, a baseline
+    rate, a count, or why it is absent. A degenerate entry (one class predicted on more than 95% of the
+    test seconds) says so; a per-category entry over fewer than 3 test videos shows `n<3`, no spread."""
     if e is None:
         return "–"
     if "paper" in e:
         return f"{e['paper']:.1f}"
+    if "baseline" in e:
+        return f"{e['baseline']:.1f}"
+    if "count" in e:
+        return str(e["count"])
     if "missing" in e:
         return e["missing"]
-    if e.get("n", 1) > 1:
-        return f"{e['mean']:.1f} ± {e['std']:.1f}"
-    return f"{e['mean']:.1f}"
+    if e.get("few_videos"):
+        text = f"{e['mean']:.1f} (n<3: {e.get('videos')} test video{'s' if e.get('videos') != 1 else ''})"
+    elif e.get("n", 1) > 1:
+        text = f"{e['mean']:.1f} ± {e['std']:.1f}"
+    else:
+        text = f"{e['mean']:.1f}"
+    if e.get("degenerate"):
+        k, n = e.get("degenerate_seeds", 0), e.get("n", 1)
+        text += " (degenerate)" if k >= n else f" (degenerate in {k} of {n} seeds)"
+    return text
 
 
 def _escape(s: str) -> str:
@@ -59,6 +72,12 @@ def _dataset_section(results: dict[str, Any]) -> str:
         lines += ["", SYNTH_WARNING]
     else:
         lines.append(f"Ran on **{d.get('name', 'AVE')}** (real video features), {facts}")
+    b = d.get("baselines")
+    if b:
+        lines += ["", f"Baselines on the test split, shown as rows of every accuracy table: the majority class "
+                      f"({b['majority_class']}, predicted everywhere) scores {b['majority_rate']:.1f}%; a uniform "
+                      f"guess over the {b['num_classes']} classes scores {b['chance_rate']:.1f}%. A model that "
+                      "predicts one class on more than 95% of the test seconds is marked *degenerate*."]
     return "\n".join(lines) + "\n"
 
 
@@ -76,6 +95,9 @@ def _settings_section(results: dict[str, Any]) -> str:
     train = s.get("train")
     if train:
         lines += ["", "Training settings: " + ", ".join(f"{k}={v}" for k, v in train.items()) + "."]
+    p = s.get("precision")
+    if p:
+        lines += ["", f"Compute precision: {p['compute']} on {p['device']} ({p['reason']}; {p['machine']})."]
     if t:
         lines += ["", f"Runs: {t.get('runs_trained', 0)} trained now, {t.get('runs_reused', 0)} reused from an "
                       f"earlier invocation; wall time of this invocation {t.get('wall_seconds', 0.0):.0f} s."]
@@ -87,13 +109,34 @@ def _claims_section(results: dict[str, Any]) -> str:
     if not claims:
         return ""
     lines = ["## The paper's orderings", "",
-             "Orderings between entries that held in the paper, checked on these runs (means compared).", "",
-             "| ordering | paper | avel | holds here |", "|---|---|---|---|"]
+             "Orderings between entries that held in the paper, checked on these runs (means compared). "
+             "An ordering involving a degenerate model (one class predicted on more than 95% of the test "
+             "seconds in some seed) is not comparable: its number measures the class balance, not the model.",
+             "", "| ordering | paper | avel | holds here |", "|---|---|---|---|"]
     for c in claims:
         p = " > ".join("–" if v is None else f"{v:.1f}" for v in c["paper"])
         a = " vs ".join(fmt_entry(x) for x in c["avel"])
-        holds = "yes" if c["holds"] else "**no**"
+        holds = (f"not comparable ({c['not_comparable']})" if c.get("not_comparable")
+                 else "yes" if c["holds"] else "**no**")
         lines.append(f"| {_escape(c['left'])} > {_escape(c['right'])} | {p} | {a} | {holds} |")
+    return "\n".join(lines) + "\n"
+
+
+def _test_selection_section(results: dict[str, Any]) -> str:
+    rows = results.get("test_selection") or []
+    if not rows:
+        return ""
+    lines = ["## The price of selecting on the test split", "",
+             "Every run also scored the test split at each validation point (recorded only: never used for "
+             "checkpoint selection or early stopping). *selected* is the test accuracy of the checkpoint chosen "
+             "on validation (what avel reports); *best over epochs* is the highest of those test scores, what "
+             "selecting the checkpoint on the test split would have reported (the authors' code and most "
+             "later repositories select that way); *difference* is their gap, mean ± std over seeds.", "",
+             "| model | selected (avel) | best over epochs | difference |", "|---|---:|---:|---:|"]
+    for r in rows:
+        mark = f" (degenerate in {r['degenerate_seeds']} seed(s))" if r.get("degenerate_seeds") else ""
+        lines.append(f"| {_escape(r['label'])}{mark} | {fmt_entry(r['selected'])} | {fmt_entry(r['best'])} | "
+                     f"{fmt_entry(r['difference'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -127,7 +170,8 @@ def render_report(results: dict[str, Any]) -> str:
     parts = [f"# Reproduction of Tian et al., ECCV 2018 (avel {results.get('avel_version', '?')})\n",
              _dataset_section(results), _settings_section(results), "## Tables\n"]
     parts += [render_table(results["tables"][s]) for s in results["sections"] if s in results["tables"]]
-    parts += [_claims_section(results), _attention_section(results), _figures_section(results),
+    parts += [_claims_section(results), _test_selection_section(results), _attention_section(results),
+              _figures_section(results),
               "---\n\nRendered from results.json by `avel.report.markdown.render_report`; "
               "per-seed numbers and run directories are in results.json.\n"]
     return "\n".join(p for p in parts if p)

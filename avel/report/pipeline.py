@@ -158,7 +158,25 @@ def dataset_info(ds: Any, root: Path) -> dict[str, Any]:
     synthetic = bool(getattr(ds, "is_synthetic", False))
     return {"name": "AVE-Synth" if synthetic else "AVE", "root": str(root), "synthetic": synthetic,
             "videos": int(len(ds.catalog)), "splits": splits, "categories": list(ds.catalog.categories),
-            "audio_maps": getattr(ds, "audio_map", None) is not None}
+            "audio_maps": getattr(ds, "audio_map", None) is not None, "baselines": test_baselines(ds)}
+
+
+def test_baselines(ds: Any, split: str = "test") -> dict[str, Any]:
+    """The rates every accuracy table is read against (avel.train.evaluate.baselines on the test
+    split's labels): majority class and its rate, chance rate, and per category (class order) the
+    number of test videos and their majority rate."""
+    from avel.train.data import read_rows
+    from avel.train.evaluate import baselines, category_names
+
+    rows = np.asarray(ds.split(split), dtype=np.int64)
+    labels = read_rows(ds.labels, rows)
+    names = category_names(ds, labels.shape[-1])
+    b = baselines(labels.argmax(-1), read_rows(ds.mil_labels, rows).argmax(-1), names)
+    cats = list(ds.catalog.categories)
+    return {"split": split, "majority_class": b["majority_class"], "majority_rate": b["majority_rate"],
+            "chance_rate": b["chance_rate"], "num_classes": len(names),
+            "category_videos": [int(b["per_class_videos"].get(c, 0)) for c in cats],
+            "category_majority_rate": [b["per_class_majority_rate"].get(c) for c in cats]}
 
 
 def data_fingerprint(ds: Any) -> str:
@@ -276,6 +294,7 @@ def run_record(trained: dict, categories: list[str], run_dir: Path, out: Path) -
     the validation score that selected the checkpoint."""
     test, val = trained["test"], trained.get("val") or {}
     per_class = test.get("per_class") or {}
+    selection = trained.get("test_at_validation") or {}
     return {
         "accuracy": float(test["accuracy"]),
         "per_class": [_float(per_class.get(name)) for name in categories],
@@ -285,8 +304,34 @@ def run_record(trained: dict, categories: list[str], run_dir: Path, out: Path) -
         "train_seconds": trained.get("train_seconds"),
         "attention_hit_rate": _float(test.get("attention_hit_rate")),
         "attention_chance": _float(test.get("attention_chance_rate")),
+        "degenerate": degenerate(test),
+        "most_predicted_share": _float(test.get("most_predicted_share")),
+        "best_test_accuracy": _float(selection.get("best")),
+        "test_selection_difference": _float(selection.get("difference")),
         "run_dir": str(run_dir.relative_to(out)),
     }
+
+
+def degenerate(test: dict[str, Any]) -> bool:
+    """The test evaluation's `degenerate` flag, recomputed from its confusion matrix for results
+    written before the flag existed."""
+    from avel.train.evaluate import degenerate_from_confusion
+
+    if "degenerate" in test:
+        return bool(test["degenerate"])
+    return degenerate_from_confusion(test["confusion"]) if test.get("confusion") else False
+
+
+def complete_record(rec: dict[str, Any], out: Path) -> dict[str, Any]:
+    """A record reused from an earlier avel without the degenerate flag: read it from the run's results."""
+    if "degenerate" in rec or not rec.get("run_dir"):
+        return rec
+    path = out / rec["run_dir"] / "results.json"
+    try:
+        test = json.loads(path.read_text())["test"]
+    except (OSError, ValueError, KeyError):
+        return rec
+    return {**rec, "degenerate": degenerate(test), "most_predicted_share": test.get("most_predicted_share")}
 
 
 # --------------------------------------------------------------------------- the whole reproduction
@@ -319,6 +364,8 @@ def reproduce(opts: Options, backend: Backend | None = None) -> dict[str, Any]:
         jobs += [table3_job(s, ds, fp, opts, backend) for s in seeds]
     stats = run_jobs(jobs, progress=opts.progress, workers=n_workers(opts))
 
+    for c in cells:  # records reused from an earlier avel: add what they lack
+        stats.records[c.key] = [complete_record(r, opts.out) for r in stats.records.get(c.key, [])]
     summaries_for_figs = {c.key: stats.records.get(c.key, []) for c in cells}
     figures = backend.figures(out=opts.out, dataset=ds, cells=cells, records=summaries_for_figs)
     train_settings = next(({k: v for k, v in j.fingerprint["train"].items() if k != "seed"}

@@ -5,7 +5,12 @@ turns the document into report.md and reads nothing else, so no number in the re
 hand. Each table entry is already resolved to one of:
 
 - measured: `{"mean": m, "std": s, "n": seeds, "cell": key}` (std = sample standard deviation
-  over seeds, ddof=1; 0.0 with a single seed and shown without "±");
+  over seeds, ddof=1; 0.0 with a single seed and shown without "±"), plus `"degenerate": true` and
+  `"degenerate_seeds": k` when k of the seeds predicted one class on more than 95% of test seconds
+  (their number says nothing about the model), and for a per-category entry `"videos": n` with
+  `"few_videos": true` when fewer than 3 test videos back it (no spread is shown then);
+- a baseline: `{"baseline": value, "what": "majority" | "chance"}` (rows every accuracy table carries:
+  the most frequent label of the test seconds predicted everywhere, and 1 / number of classes);
 - published: `{"paper": value}`;
 - absent: `{"missing": "why"}` (not run, not available), or `null` where the paper prints "-".
 """
@@ -24,6 +29,7 @@ from avel.report import paper
 FORMAT = "avel-reproduce/1"
 NOT_RUN = {"missing": "not run"}
 NO_AUDIO_MAPS = "not available: the dataset has no audio maps"
+MIN_CATEGORY_VIDEOS = 3  # per-category entries over fewer test videos are marked n<3 (avel.train.evaluate's rule)
 
 
 def summarize(values: Sequence[float | None]) -> dict[str, Any] | None:
@@ -42,6 +48,7 @@ def summarize_cell(cell: C.Cell, runs: list[dict]) -> dict[str, Any]:
     acc = summarize([r["accuracy"] for r in runs])
     num_cls = max((len(r.get("per_class") or []) for r in runs), default=0)
     per_class = [summarize([(r.get("per_class") or [None] * num_cls)[k] for r in runs]) for k in range(num_cls)]
+    degenerate = [bool(r.get("degenerate")) for r in runs]
     hits = [r.get("attention_hit_rate") for r in runs]
     attention = None
     if any(h is not None for h in hits):
@@ -56,18 +63,59 @@ def summarize_cell(cell: C.Cell, runs: list[dict]) -> dict[str, Any]:
         "epochs": [r.get("epochs") for r in runs],
         "seconds": [r.get("seconds") for r in runs],
         "summary": acc,
+        "degenerate": degenerate,
+        "most_predicted_share": [r.get("most_predicted_share") for r in runs],
+        "test_selection": test_selection_summary(runs),
         "per_class": per_class,
         "attention_hit_rate": attention,
         "run_dirs": [r.get("run_dir") for r in runs],
     }
 
 
-def _measured(cells: dict[str, dict], key: str, category: int | None = None) -> dict | None:
+def test_selection_summary(runs: list[dict]) -> dict[str, Any] | None:
+    """Over seeds: the validation-selected test accuracy (what avel reports), the best test accuracy
+    over the validation points (what selecting on the test split would report) and their difference."""
+    pairs = [(r["accuracy"], r["best_test_accuracy"], r.get("test_selection_difference"))
+             for r in runs if r.get("best_test_accuracy") is not None]
+    if not pairs:
+        return None
+    return {"selected": summarize([a for a, _, _ in pairs]), "best": summarize([b for _, b, _ in pairs]),
+            "difference": summarize([d if d is not None else b - a for a, b, d in pairs])}
+
+
+def _measured(cells: dict[str, dict], key: str, category: int | None = None,
+              videos: int | None = None) -> dict | None:
     if key not in cells:
         return dict(NOT_RUN)
     per_class = cells[key]["per_class"] or []
     s = cells[key]["summary"] if category is None else (per_class[category] if category < len(per_class) else None)
-    return dict(NOT_RUN) if s is None else {**s, "cell": key}
+    if s is None:
+        return dict(NOT_RUN)
+    entry = {**s, "cell": key}
+    k = sum(cells[key].get("degenerate") or [])
+    if k:
+        entry.update(degenerate=True, degenerate_seeds=k)
+    if videos is not None:
+        entry["videos"] = videos
+        if videos < MIN_CATEGORY_VIDEOS:
+            entry["few_videos"] = True
+    return entry
+
+
+def _baseline_rows(ctx: dict, width: int, columns: list[int] | None = None) -> list[dict]:
+    """The majority-class and chance rows of an accuracy table (none without the dataset's baselines):
+    the value in each of `columns` (indices into a row of `width` entries; default: the first)."""
+    b = ctx.get("baselines")
+    if not b:
+        return []
+    rows = []
+    for what, label in (("majority", f"majority class ({b['majority_class']} everywhere)"),
+                        ("chance", f"chance (1/{b['num_classes']} classes)")):
+        entries: list[dict | None] = [None] * width
+        for col in columns or [0]:
+            entries[col] = {"baseline": b[f"{what}_rate"], "what": what}
+        rows.append({"label": label, "entries": entries, "baseline": what})
+    return rows
 
 
 def _paper(value: float | None) -> dict | None:
@@ -80,6 +128,7 @@ def _table1(cells: dict[str, dict], ctx: dict) -> dict:
         for m in C.TABLE1_MODELS:
             key = C.table1_cell(m, weak).key
             rows.append({"label": key, "entries": [_measured(cells, key), _paper(paper.TABLE1[key])]})
+    rows += _baseline_rows(ctx, 2)
     return {"title": "Table 1: supervised and weakly-supervised event localization",
             "caption": "Overall segment accuracy (%) on the test split. Audio-visual models fuse by "
                        "concatenating the LSTM outputs; W- models are trained from video-level labels (MIL).",
@@ -95,6 +144,7 @@ def _table2(cells: dict[str, dict], ctx: dict) -> dict:
             key = by.get((stage, method))
             entries += [None, None] if key is None else [_measured(cells, key), _paper(paper.TABLE2[stage][method])]
         rows.append({"label": method, "entries": entries})
+    rows += _baseline_rows(ctx, 2 * len(paper.TABLE2_STAGES), list(range(0, 2 * len(paper.TABLE2_STAGES), 2)))
     header = ["Method"] + [f"{s} {w}" for s in paper.TABLE2_STAGES for w in ("avel", "paper")]
     return {"title": "Table 2: fusion methods x early / late / decision fusion",
             "caption": "Overall segment accuracy (%). Every method fuses the audio feature with the "
@@ -107,19 +157,31 @@ def _supp_table1(cells: dict[str, dict], ctx: dict) -> dict:
     ours = ["A", "V", "A+V", "A+V-att"]
     published = {"A": "A", "V": "Vs", "A+V": "AVs"}  # our model -> supplement row
     rows = []
+    b = ctx.get("baselines") or {}
+    videos, majority = b.get("category_videos"), b.get("category_majority_rate")
     for k, category in enumerate(ctx["categories"]):  # the dataset's categories, in class order
         ave = AVE_CATEGORIES.index(category) if category in AVE_CATEGORIES else None
+        n = videos[k] if videos and k < len(videos) else None
         entries = []
         for m in ours:
-            entries.append(_measured(cells, m, k))
+            entries.append(_measured(cells, m, k, videos=n))
             if m in published:
                 entries.append(None if ave is None else _paper(paper.SUPP_TABLE1[published[m]][ave]))
+        if b:
+            rate = majority[k] if majority and k < len(majority) else None
+            entries += [None if rate is None else {"baseline": rate, "what": "majority"},
+                        None if n is None else {"count": n}]
         rows.append({"label": category if ave is None else SHORT_NAMES[ave], "entries": entries})
     header = ["Category", "A avel", "A paper", "V avel", "Vs paper", "A+V avel", "AVs paper", "A+V-att avel"]
-    return {"title": "Supplement Table 1: per-category accuracy",
-            "caption": "Segment accuracy (%) of each event category on the test split. The supplement's Vs is "
-                       "the V model; its AVs (overall 71.4) is A+V. The supplement has no per-category A+V-att row.",
-            "header": header, "rows": rows}
+    caption = ("Segment accuracy (%) of each event category on the test split. The supplement's Vs is "
+               "the V model; its AVs (overall 71.4) is A+V. The supplement has no per-category A+V-att row.")
+    if b:
+        header += ["majority", "test videos"]
+        caption += (" majority: the share of the category's test seconds that carry its most frequent label "
+                    f"(the accuracy of predicting that label everywhere). Entries backed by fewer than "
+                    f"{MIN_CATEGORY_VIDEOS} test videos are marked n<{MIN_CATEGORY_VIDEOS} and show no spread.")
+    return {"title": "Supplement Table 1: per-category accuracy", "caption": caption, "header": header,
+            "rows": rows}
 
 
 def _supp_table3(cells: dict[str, dict], ctx: dict) -> dict:
@@ -128,6 +190,7 @@ def _supp_table3(cells: dict[str, dict], ctx: dict) -> dict:
         measured = ({"missing": NO_AUDIO_MAPS} if m in C.AUDIO_MAP_MODELS and not ctx["audio_maps"]
                     else _measured(cells, m))
         rows.append({"label": m, "entries": [measured, _paper(paper.SUPP_TABLE3[m])]})
+    rows += _baseline_rows(ctx, 2)
     return {"title": "Supplement Table 3: attention variants",
             "caption": "Overall accuracy (%). A' models read a spatial audio map (the supplement uses VGGish's "
                        "last pooling layer); A'-att uses visual-guided audio attention, A'+V-co-att both attentions.",
@@ -137,6 +200,7 @@ def _supp_table3(cells: dict[str, dict], ctx: dict) -> dict:
 def _edtcn(cells: dict[str, dict], ctx: dict) -> dict:
     rows = [{"label": "ED-TCN", "entries": [_measured(cells, "ED-TCN"), _paper(paper.EDTCN)]},
             {"label": "V", "entries": [_measured(cells, "V"), _paper(paper.TABLE1["V"])]}]
+    rows += _baseline_rows(ctx, 2)
     return {"title": "ED-TCN baseline (Section 6.3)",
             "caption": "Overall accuracy (%) of the encoder-decoder temporal convolutional network on the V "
                        "features, beside the V model on the same features.",
@@ -192,13 +256,31 @@ def _published(key: str) -> float | None:
 
 
 def claim_rows(cells: dict[str, dict]) -> list[dict]:
-    """For each of the paper's orderings whose two cells both ran: does it hold here?"""
+    """For each of the paper's orderings whose two cells both ran: does it hold here? An ordering that
+    involves a degenerate cell (one class predicted almost everywhere, in any seed) is not comparable:
+    `holds` is None and `not_comparable` names the degenerate side(s)."""
     out = []
     for left, right in CLAIMS:
         if left in cells and right in cells and cells[left]["summary"] and cells[right]["summary"]:
-            a, b = cells[left]["summary"], cells[right]["summary"]
-            out.append({"left": left, "right": right, "avel": [a, b],
-                        "paper": [_published(left), _published(right)], "holds": a["mean"] > b["mean"]})
+            a, b = _measured(cells, left), _measured(cells, right)
+            row = {"left": left, "right": right, "avel": [a, b],
+                   "paper": [_published(left), _published(right)], "holds": a["mean"] > b["mean"]}
+            degenerate = [k for k, e in ((left, a), (right, b)) if e.get("degenerate")]
+            if degenerate:
+                row.update(holds=None, not_comparable=f"degenerate: {', '.join(degenerate)}")
+            out.append(row)
+    return out
+
+
+def test_selection_rows(cells: dict[str, dict]) -> list[dict]:
+    """Per cell: validation-selected test accuracy, best test accuracy over the validation points, and
+    the difference (mean ± std over seeds), for the cells whose runs recorded test-at-validation curves."""
+    out = []
+    for key, c in cells.items():
+        s = c.get("test_selection")
+        if s:
+            k = sum(c.get("degenerate") or [])
+            out.append({"label": key, **s, **({"degenerate_seeds": k} if k else {})})
     return out
 
 
@@ -232,6 +314,7 @@ def build_results(
     """The results.json document. `cell_runs[key]` holds one record per finished seed."""
     summaries = {c.key: summarize_cell(c, cell_runs[c.key]) for c in cells if cell_runs.get(c.key)}
     ctx = {"audio_maps": bool(dataset.get("audio_maps")), "table3_runs": table3_runs,
+           "baselines": dataset.get("baselines"),
            "categories": list(dataset.get("categories") or AVE_CATEGORIES)}
     return {
         "format": FORMAT,
@@ -243,6 +326,7 @@ def build_results(
         "cells": summaries,
         "tables": {s: TABLE_BUILDERS[s](summaries, ctx) for s in sections},
         "claims": claim_rows(summaries),
+        "test_selection": test_selection_rows(summaries),
         "attention": attention_rows(summaries),
         "figures": list(figures),
     }

@@ -19,6 +19,8 @@ from avel.train.data import Source, read_rows
 
 PREDICT_BATCH = 64  # videos per forward pass in predict()
 BACKGROUND_NAME = "background"
+DEGENERATE_SHARE = 95.0  # a model predicting one class on more than this % of test seconds is degenerate
+MIN_CATEGORY_VIDEOS = 3  # per-category accuracy over fewer test videos is marked "n<3", not given a spread
 
 
 def _as_tensor(x: Any, device: torch.device) -> torch.Tensor | None:
@@ -64,6 +66,45 @@ def category_names(ds: Any, num_classes: int = NUM_CLASSES) -> list[str]:
     return [*cats, BACKGROUND_NAME]
 
 
+def baselines(labels: np.ndarray, video_class: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """The rates any accuracy on these seconds must be read against.
+
+    majority_rate: percent of seconds carrying the most frequent label (background on AVE): the
+      accuracy of predicting that label everywhere. chance_rate: 100 / the number of classes the
+      model outputs (29 on AVE: 28 events + background), a uniformly random guess.
+    per_class_videos / per_class_majority_rate: for each event category, its videos in the split and
+      the majority rate over their seconds (the label, event or background, that fills most of them).
+    """
+    C = len(names)
+    counts = np.bincount(labels.ravel(), minlength=C)
+    top = int(counts.argmax())
+    per_videos, per_major = {}, {}
+    for c, name in enumerate(names[:-1]):
+        sel = video_class == c
+        if sel.any():
+            per_videos[name] = int(sel.sum())
+            per_major[name] = round(100.0 * float(np.bincount(labels[sel].ravel(), minlength=C).max()
+                                                  / labels[sel].size), 3)
+    return {"majority_class": names[top], "majority_rate": round(100.0 * float(counts[top] / max(labels.size, 1)), 3),
+            "chance_rate": round(100.0 / C, 3), "per_class_videos": per_videos, "per_class_majority_rate": per_major}
+
+
+def prediction_spread(pred: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """How concentrated the predictions are: the most predicted class, its share of the seconds (%),
+    and `degenerate` when that share exceeds DEGENERATE_SHARE (the model says one thing everywhere)."""
+    counts = np.bincount(pred.ravel(), minlength=len(names))
+    top = int(counts.argmax())
+    share = 100.0 * float(counts[top] / max(pred.size, 1))
+    return {"most_predicted_class": names[top], "most_predicted_share": round(share, 3),
+            "degenerate": bool(share > DEGENERATE_SHARE)}
+
+
+def degenerate_from_confusion(confusion: dict[str, Any]) -> bool:
+    """`degenerate` recomputed from a stored confusion matrix (results written before the flag existed)."""
+    m = np.asarray(confusion["matrix"])
+    return bool(m.sum() and 100.0 * m.sum(0).max() / m.sum() > DEGENERATE_SHARE)
+
+
 def segment_metrics(pred: np.ndarray, labels: np.ndarray, video_class: np.ndarray,
                     names: list[str]) -> dict[str, Any]:
     """Scores from per-second predicted classes (N, T) and true classes (N, T).
@@ -73,6 +114,8 @@ def segment_metrics(pred: np.ndarray, labels: np.ndarray, video_class: np.ndarra
       of that category (their event and background seconds), as in the supplement's Table 1.
     per_label: recall of each label over the seconds that carry it (background included).
     confusion: counts, rows = true label, columns = predicted label.
+    Plus the baselines (majority and chance rates, videos per category) and the prediction spread
+    (`degenerate`), so that no accuracy is read without them.
     """
     C = len(names)
     correct = pred == labels  # (N, T)
@@ -91,6 +134,8 @@ def segment_metrics(pred: np.ndarray, labels: np.ndarray, video_class: np.ndarra
         "per_class": per_class,
         "per_label": per_label,
         "confusion": {"labels": names, "matrix": confusion.tolist()},
+        **baselines(labels, video_class, names),
+        **prediction_spread(pred, names),
     }
 
 
@@ -141,14 +186,19 @@ def evaluate_model(model: nn.Module, model_cfg: ModelConfig, ds: Any, split: str
 
 def evaluate_run(run_dir: str | Path, dataset: Any = None, split: str = "test", *,
                  device: str = "cpu") -> dict[str, Any]:
-    """Evaluate a run's selected checkpoint on `split` of `dataset` (default: the data it was trained on)."""
+    """Evaluate a run's selected checkpoint on `split` of `dataset` (default: the data it was trained on).
+
+    Other data is allowed; the result then says so: `training_data` is "same", "different" (with
+    `training_data_differences` naming what differs) or "unknown" (a run written before avel recorded
+    its training data's content fingerprint)."""
     from avel.train.checkpoint import load_run, read_run_config
     from avel.train.distributed import resolve_device
+    from avel.train.fingerprint import dataset_summary, fingerprint_differences, run_fingerprint
 
     run_dir = Path(run_dir)
     doc = read_run_config(run_dir)
     dev = resolve_device(device)
-    model, model_cfg, _ = load_run(run_dir, device=dev)
+    model, model_cfg, train_cfg = load_run(run_dir, device=dev)
     if dataset is None:
         root = doc.get("data", {}).get("root")
         if not root:
@@ -156,4 +206,13 @@ def evaluate_run(run_dir: str | Path, dataset: Any = None, split: str = "test", 
         from avel.data.dataset import AVEDataset
 
         dataset = AVEDataset.open(root)
-    return {"run_dir": str(run_dir), **evaluate_model(model, model_cfg, dataset, split, device=dev)}
+    result = {"run_dir": str(run_dir), **evaluate_model(model, model_cfg, dataset, split, device=dev),
+              "dataset": dataset_summary(dataset)}
+    trained_on = doc.get("data", {}).get("fingerprint")
+    if trained_on is None:
+        result["training_data"], result["training_data_differences"] = "unknown", []
+    else:
+        diffs = fingerprint_differences(trained_on, run_fingerprint(dataset, model_cfg, train_cfg))
+        result["training_data"] = "different" if diffs else "same"
+        result["training_data_differences"] = diffs
+    return result

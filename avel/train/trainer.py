@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from torch import nn
 
 import avel
 from avel.errors import AvelError
-from avel.io import atomic_path, write_json, write_text
+from avel.io import LOCK_FILE, atomic_path, output_lock, write_json, write_text
 from avel.models.localizers import normalize_config, paper_name
 from avel.models.registry import ModelConfig, create_model, model_spec
 from avel.progress import stderr_progress
@@ -41,27 +42,40 @@ from avel.train.config import TrainConfig
 from avel.train.data import ConcatSource, Source
 from avel.train.distributed import DistInfo, all_reduce_sum, any_rank, barrier, init_from_env, resolve_device
 from avel.train.evaluate import evaluate_model
+from avel.train.fingerprint import dataset_summary, fingerprint_differences, run_fingerprint
 from avel.train.losses import LOSSES
 from avel.train.perf import tune_cpu_allocator
 
 GIB = 1024**3
-CURVE_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_video_accuracy", "seconds")
+CURVE_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_video_accuracy", "test_accuracy",
+                 "test_seconds", "seconds")
+# test_accuracy: per-second test accuracy at each validation point, recorded so that reports can show
+# what selecting on the test split would have reported. It is never read by checkpoint selection,
+# early stopping or anything else that decides how training proceeds.
 
 
 # ---------------------------------------------------------------- run directory
 
-def describe_data(ds: Any, train_cfg: TrainConfig) -> dict[str, Any]:
-    """What the run was trained on: the directory (for `avel evaluate`) and a fingerprint."""
+def describe_data(ds: Any, train_cfg: TrainConfig, model_cfg: ModelConfig | None = None) -> dict[str, Any]:
+    """What the run was trained on: the directory (for `avel evaluate`), sizes and, with `model_cfg`,
+    a content fingerprint (avel.train.fingerprint) of everything training reads."""
     root = getattr(ds, "root", None)
-    splits = {s: int(len(ds.split(s))) for s in (train_cfg.train_split, train_cfg.val_split, train_cfg.test_split)}
+    split_names = (train_cfg.train_split, train_cfg.val_split, train_cfg.test_split)
+    splits = {s: int(len(ds.split(s))) for s in split_names}
     noisy = getattr(ds, "noisy", None)
-    return {
+    doc = {
         "root": str(Path(root).resolve()) if root is not None else None,
         "synthetic": bool(getattr(ds, "is_synthetic", False)),
         "rows": int(len(ds.labels)),
         "splits": splits,
         "noisy": int(len(noisy.audio)) if noisy is not None else 0,
     }
+    if model_cfg is not None:
+        doc["fingerprint"] = run_fingerprint(ds, model_cfg, train_cfg)
+    return doc
+
+
+NOT_DATA_FIELDS = ("root", "fingerprint")  # data fields that are not compared one by one
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str) -> list[str]:
@@ -69,25 +83,42 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str) -> list[
             if old.get(k) != new.get(k)]
 
 
+def _is_empty(out: Path) -> bool:
+    """No entries but output_lock's lock file."""
+    return not any(p.name != LOCK_FILE for p in out.iterdir())
+
+
 def prepare_run_dir(out: Path, doc: dict[str, Any]) -> str:
-    """'new', 'resume' or 'done'; refuse a directory that holds something else."""
+    """'new', 'resume' or 'done'; refuse a directory that holds something else.
+
+    A run trained on other data (its recorded content fingerprint differs) is refused first, naming
+    what differs. A run written before avel recorded fingerprints cannot be checked and is refused
+    too (`avel evaluate` still reads it)."""
     if not out.exists():
         return "new"
     if not out.is_dir():
         raise AvelError("exists and is not a directory", out)
     if not (out / ckpt.CONFIG_FILE).is_file():
-        if any(out.iterdir()):
+        if not _is_empty(out):
             raise AvelError("exists, is not empty and holds no avel run: choose a new or empty --out", out)
         return "new"
     old = ckpt.read_run_config(out)
+    old_fp, new_fp = old.get("data", {}).get("fingerprint"), doc["data"].get("fingerprint")
+    if old_fp is None:
+        raise AvelError("was written before avel recorded the content of a run's training data, so what it "
+                        "was trained on cannot be checked: choose a new --out (`avel evaluate` still reads it)",
+                        out)
     diffs = (_differences(old.get("model", {}), doc["model"], "model.")
              + _differences(TrainConfig.from_dict(old["train"]).result_fields(),
-                            TrainConfig.from_dict(doc["train"]).result_fields(), "train.")
-             + _differences({k: v for k, v in old.get("data", {}).items() if k != "root"},
-                            {k: v for k, v in doc["data"].items() if k != "root"}, "data."))
+                            TrainConfig.from_dict(doc["train"]).result_fields(), "train."))
     if diffs:
         raise AvelError("holds a different run (" + "; ".join(diffs[:4]) + "): choose another --out "
                         "or delete it", out)
+    fp_diffs = fingerprint_differences(old_fp, new_fp or {})  # same configuration: then the data must match
+    fp_diffs += _differences({k: v for k, v in old.get("data", {}).items() if k not in NOT_DATA_FIELDS},
+                             {k: v for k, v in doc["data"].items() if k not in NOT_DATA_FIELDS}, "data.")
+    if fp_diffs:
+        raise AvelError("trained on different data (" + "; ".join(fp_diffs[:4]) + "); choose a new --out", out)
     return "done" if (out / ckpt.RESULTS_FILE).is_file() else "resume"
 
 
@@ -95,7 +126,7 @@ def write_curves(out: Path, history: list[dict[str, Any]], best_epoch: int | Non
                  plot: bool = True) -> None:
     """curves.csv and (with `plot`) curves.png: loss and validation accuracy per epoch."""
     lines = [",".join(CURVE_COLUMNS)]
-    lines += [",".join(f"{h[c]:.6g}" if isinstance(h[c], float) else str(h[c]) for c in CURVE_COLUMNS)
+    lines += [",".join(f"{h[c]:.6g}" if isinstance(h.get(c), float) else str(h.get(c, "")) for c in CURVE_COLUMNS)
               for h in history]
     write_text(out / ckpt.CURVES_CSV, "\n".join(lines) + "\n")
     if not history or not plot:
@@ -114,10 +145,13 @@ def write_curves(out: Path, history: list[dict[str, Any]], best_epoch: int | Non
     ax1.legend()
     ax2.plot(epochs, [h["val_accuracy"] for h in history], label="per-second")
     ax2.plot(epochs, [h["val_video_accuracy"] for h in history], label="video (MIL)", linestyle="--")
+    if all(h.get("test_accuracy") is not None for h in history):
+        ax2.plot(epochs, [h["test_accuracy"] for h in history], label="test (never used to select)",
+                 linestyle=":", color="grey")
     if best_epoch is not None:
         ax2.axvline(best_epoch, color="grey", linewidth=0.8, label=f"selected ({best_epoch})")
     ax2.set_xlabel("epoch")
-    ax2.set_ylabel("validation accuracy (%)")
+    ax2.set_ylabel("accuracy (%)")
     ax2.legend()
     fig.suptitle(title)
     fig.tight_layout()
@@ -182,6 +216,10 @@ class _Trainer:
         self.train_src = ConcatSource(sources + ([noisy] if noisy is not None else []))
         val_arrays = {k: getattr(ds, k) for k in (*self.inputs, "labels", "mil_labels")}
         self.val_src = Source(val_arrays, val_rows[info.rank::info.world], cache)
+        # The test split, scored at each validation point for reporting only (see _test_point).
+        test_rows = np.asarray(ds.split(cfg.test_split), dtype=np.int64)
+        self.test_src = Source({k: getattr(ds, k) for k in (*self.inputs, "labels")},
+                               test_rows[info.rank::info.world], cache) if len(test_rows) else None
 
     def _input_stats(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per-channel mean and std of the model's inputs over the training split's rows."""
@@ -237,6 +275,26 @@ class _Trainer:
         return {"val_accuracy": 100.0 * s[0] / s[1], "val_video_accuracy": 100.0 * s[2] / s[3],
                 "val_loss": s[4] / s[5]}
 
+    @torch.inference_mode()
+    def _test_point(self, model: nn.Module) -> dict[str, float | None]:
+        """Per-second test accuracy of the current weights, for the curves and the report's
+        "price of test-split selection" only. Nothing that decides how training proceeds (checkpoint
+        selection, early stopping) may read it: _end_epoch keys both on validation values alone.
+        Cheap: one forward pass over the test split, held in memory like the validation split."""
+        if self.test_src is None:
+            return {"test_accuracy": None, "test_seconds": 0.0}
+        t0 = time.perf_counter()
+        model = ckpt.unwrap(model).eval()
+        correct, total = 0.0, 0.0
+        bs = max(self.cfg.batch_size, 64)
+        for i in range(0, len(self.test_src), bs):
+            batch = _to(self.test_src.take(np.arange(i, min(i + bs, len(self.test_src)))), self.device)
+            labels = batch.pop("labels")
+            correct += (model(**batch).logits.argmax(-1) == labels.argmax(-1)).sum().item()
+            total += labels.shape[0] * labels.shape[1]
+        c, n = all_reduce_sum([correct, total], self.info, self.device)
+        return {"test_accuracy": 100.0 * c / max(n, 1.0), "test_seconds": time.perf_counter() - t0}
+
     def _nan_stop(self, epoch: int, step: int, value: float) -> None:
         kept = (f"the last good checkpoint (epoch {self.state.best_epoch}) is kept in {self.out}"
                 if self.state.best_epoch is not None else "no epoch had finished, so no checkpoint exists")
@@ -279,6 +337,7 @@ class _Trainer:
                 train_loss = self._train_epoch(model, opt, epoch, bar)
                 self.state.steps += len(self._batches(epoch))
                 val = self._validate(model)
+                val.update(self._test_point(model))  # recorded only; _end_epoch decides on validation values
                 seconds = time.perf_counter() - t0
                 self._end_epoch(model, opt, epoch, train_loss, val, seconds)
                 bar.end_epoch(self.state)
@@ -326,10 +385,31 @@ class _Trainer:
                 "noisy_videos": self.noisy_videos,
                 "val": evaluate_model(model, model_cfg, self.ds, self.cfg.val_split, device=self.device),
                 "test": evaluate_model(model, model_cfg, self.ds, self.cfg.test_split, device=self.device),
+                "dataset": dataset_summary(self.ds),
             }
+            results["test_at_validation"] = test_selection(self.state.history, self.state.best_epoch,
+                                                           results["test"]["accuracy"])
             write_json(self.out / ckpt.RESULTS_FILE, results)
         barrier(self.info)
         return ckpt.read_json(self.out / ckpt.RESULTS_FILE)
+
+
+def test_selection(history: list[dict[str, Any]], best_epoch: int | None, selected: float) -> dict[str, Any]:
+    """Test accuracy at every validation point beside the validation-selected one: `best` is what
+    selecting the checkpoint on the test split would have reported (the authors' code and most later
+    repositories do that), `difference` = best - selected >= 0 is the optimism that selection buys."""
+    points = [(h["epoch"], h.get("test_accuracy")) for h in history if h.get("test_accuracy") is not None]
+    if not points:
+        return {"epochs": [], "accuracy": [], "selected_epoch": best_epoch, "selected": selected, "best": None,
+                "best_epoch": None, "difference": None}
+    best_epoch_t, best = max(points, key=lambda p: (p[1], -p[0]))
+    at_selected = next((a for e, a in points if e == best_epoch), None)
+    return {"epochs": [e for e, _ in points], "accuracy": [round(a, 3) for _, a in points],
+            "selected_epoch": best_epoch, "selected": selected,
+            "selected_during_training": None if at_selected is None else round(at_selected, 3),
+            "best": round(best, 3), "best_epoch": best_epoch_t,
+            "difference": round(best - (selected if at_selected is None else at_selected), 3),
+            "note": "recorded for reporting only; never used for checkpoint selection or early stopping"}
 
 
 class _Bar:
@@ -385,6 +465,20 @@ class _Bar:
                                         f"selected epoch {st.best_epoch}")
 
 
+def _lock_run_dir(stack: ExitStack, out: Path, info: DistInfo, device: torch.device) -> None:
+    """Hold avel.io.output_lock on the run directory for the whole of train() (rank 0 holds it for
+    every rank): a second process writing the same --out fails at once instead of both "succeeding"."""
+    error = None
+    if info.is_main:
+        try:
+            stack.enter_context(output_lock(out))
+        except AvelError as exc:
+            error = exc
+    if any_rank(error is not None, info, device):
+        raise error or AvelError("rank 0 could not lock the run directory (another avel process is writing "
+                                 "here)", out)
+
+
 def train(dataset: Any, model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir: str | Path, *,
           progress: bool = True) -> dict[str, Any]:
     """Train, select on validation, evaluate on test; write the run directory; return results.json's content."""
@@ -403,17 +497,21 @@ def train(dataset: Any, model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir:
     try:
         out = Path(out_dir)
         doc = {"format": ckpt.RUN_FORMAT, "avel_version": avel.__version__, "model": model_cfg.to_dict(),
-               "train": train_cfg.to_dict(), "data": describe_data(dataset, train_cfg), "world_size": info.world}
-        status = prepare_run_dir(out, doc)
-        barrier(info)
-        if status == "done":
-            return ckpt.read_json(out / ckpt.RESULTS_FILE)
-        trainer = _Trainer(dataset, model_cfg, train_cfg, out, progress=progress, device=device, info=info)
-        if info.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            write_json(out / ckpt.CONFIG_FILE, doc)
-        barrier(info)
-        return trainer.run(resume=status == "resume")
+               "train": train_cfg.to_dict(), "data": describe_data(dataset, train_cfg, model_cfg),
+               "world_size": info.world}
+        prepare_run_dir(out, doc)  # refuse a foreign directory or other data before locking (writing) anything
+        with ExitStack() as lock:
+            _lock_run_dir(lock, out, info, device)
+            status = prepare_run_dir(out, doc)  # again, under the lock: another writer may have finished
+            barrier(info)
+            if status == "done":
+                return ckpt.read_json(out / ckpt.RESULTS_FILE)
+            trainer = _Trainer(dataset, model_cfg, train_cfg, out, progress=progress, device=device, info=info)
+            if info.is_main:
+                out.mkdir(parents=True, exist_ok=True)
+                write_json(out / ckpt.CONFIG_FILE, doc)
+            barrier(info)
+            return trainer.run(resume=status == "resume")
     finally:
         if info.enabled and owns_group:
             torch.distributed.destroy_process_group()
