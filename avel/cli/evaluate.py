@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from avel.precision import PRECISION_HELP, PRECISIONS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a trained run on a split (accuracy, per-category, confusion)",
@@ -17,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     p.add_argument("--json", action="store_true", help="print one JSON object (accuracy, per_class, confusion, ...)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.set_defaults(func=_evaluate)
 
 
@@ -79,6 +82,6 @@ def _evaluate(args: argparse.Namespace) -> int:
         from avel.data.dataset import AVEDataset
 
         ds = AVEDataset.open(args.data)
-    result = evaluate_run(args.run_dir, ds, split=args.split, device=args.device)
+    result = evaluate_run(args.run_dir, ds, split=args.split, device=args.device, precision=args.precision)
     print(json.dumps(result) if args.json else format_report(result))
     return 0

@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from avel.precision import PRECISION_HELP, PRECISIONS
+
 
 def add_extractor_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `avel extract` and `avel localize`."""
@@ -24,6 +26,7 @@ def add_extractor_options(p: argparse.ArgumentParser) -> None:
                    help="stretch frames to a square (default, the authors) or resize the short side and centre-crop")
     g.add_argument("--batch-size", type=int, default=0, help="frames per VGG-19 pass (0: 64 on CUDA, 16 on CPU)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
 
 
 def extractor_config(args: argparse.Namespace, defaults: dict | None = None):
@@ -40,7 +43,7 @@ def extractor_config(args: argparse.Namespace, defaults: dict | None = None):
             d.get("vgg19_preprocessing") if args.vgg19_weights is None else None) or base.vgg19_preprocessing,
         frames_per_second=pick(args.frames_per_second, "frames_per_second"),
         image_size=pick(args.image_size, "image_size"), resize=pick(args.resize, "resize"),
-        batch_size=args.batch_size, device=args.device)
+        batch_size=args.batch_size, device=args.device, precision=args.precision)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

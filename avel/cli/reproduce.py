@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from avel.precision import PRECISION_HELP, PRECISIONS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -35,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="training runs in parallel, each single-threaded (default 1; --quick: 2)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.set_defaults(func=_reproduce)
 
 
@@ -46,7 +49,7 @@ def _reproduce(args: argparse.Namespace) -> int:
                    cells=None if args.cells is None else tuple(k.strip() for k in args.cells.split(",") if k.strip()),
                    videos=args.videos, categories=args.categories,
                    epochs=args.epochs,
-                   device=args.device, threads=args.threads, workers=args.workers, progress=not args.quiet)
+                   device=args.device, precision=args.precision, threads=args.threads, workers=args.workers, progress=not args.quiet)
     results = reproduce(opts)
     t = results["timing"]
     print(f"{t['runs_trained']} runs trained, {t['runs_reused']} reused, {t['wall_seconds']:.0f} s")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from avel.precision import PRECISION_HELP, PRECISIONS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -34,13 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="where A+V models fuse (default late)")
     p.add_argument("--no-bidirectional", action="store_true", help="one-directional LSTMs")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--precision", choices=PRECISIONS, default=None, help=PRECISION_HELP)
     p.set_defaults(func=_train)
 
 
 # CLI option -> TrainConfig field
 TRAIN_OPTIONS = {"epochs": "epochs", "patience": "patience", "min_steps": "min_steps", "standardize": "standardize",
                  "batch_size": "batch_size", "lr": "lr",
-                 "seed": "seed", "loss": "loss", "device": "device", "threads": "num_threads"}
+                 "seed": "seed", "loss": "loss", "device": "device", "threads": "num_threads",
+                 "precision": "precision"}
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -45,6 +45,9 @@ FILES = {"audio": "audio_feature.h5", "visual": "visual_feature.h5", "timestamps
          "extractor": "extractor.json", "annotations": "Annotations.txt", "videos": "videos.txt",
          "failures": "failures.txt"}
 FRAME_TIMES_KEY = "frame_times"
+# Recorded in extractor.json but not part of the extractor's identity: parts computed in another
+# precision (e.g. on another machine) may be mixed in, and a rerun does not redo finished videos.
+RUNTIME_INFO_KEYS = ("precision",)
 
 
 @dataclass
@@ -99,8 +102,10 @@ def shard(keys: list[str], rank: int, world: int) -> list[str]:
 
 
 def settings_id(info: dict) -> str:
-    """Short hash of the extractor identity: parts made with other settings must not be mixed in."""
-    return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
+    """Short hash of the extractor identity: parts made with other settings must not be mixed in.
+    The compute precision is recorded but left out (bf16 and fp32 features are interchangeable)."""
+    identity = {k: v for k, v in info.items() if k not in RUNTIME_INFO_KEYS}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class PartStore:

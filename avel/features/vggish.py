@@ -32,6 +32,7 @@ class VGGish(nn.Module):
             nn.Linear(VGGISH_FC, EMBEDDING_SIZE), nn.ReLU(inplace=True))
 
     def forward(self, examples: torch.Tensor) -> torch.Tensor:
-        x = self.features(examples.unsqueeze(1))  # (B, 512, 6, 4)
+        # channels-last (NHWC): oneDNN convolutions; in bf16 the NCHW path falls back to a slow generic kernel
+        x = self.features(examples.unsqueeze(1).contiguous(memory_format=torch.channels_last))  # (B, 512, 6, 4)
         x = x.permute(0, 2, 3, 1).flatten(1)  # (B, 6 * 4 * 512): TensorFlow's channels-last flatten order
         return self.embeddings(x)  # (B, 128)

@@ -56,6 +56,7 @@ class Options:
     categories: int | None = None  # AVE-Synth categories when generating; None = all 28
     epochs: int | None = None  # override the training config's epoch cap
     device: str = "cpu"
+    precision: str = "auto"  # compute precision of every run (avel.precision): auto, fp32, bf16
     threads: int | None = None  # torch CPU threads per training run (None: torch's default; 1 with workers > 1)
     workers: int | None = None  # training runs in parallel (None: 1, --quick: QUICK_WORKERS)
     progress: bool = True
@@ -271,12 +272,21 @@ def n_workers(opts: Options) -> int:
     return min(QUICK_WORKERS, os.cpu_count() or 1) if opts.quick else 1
 
 
+def precision_record(opts: Options) -> dict[str, Any]:
+    """The compute precision the runs of this invocation use on its device (avel.precision)."""
+    from avel.precision import decide
+
+    return decide(opts.precision, "cuda" if opts.device.startswith("cuda") else "cpu").record()
+
+
 def train_overrides(opts: Options) -> dict[str, Any]:
     """Training settings that differ from avel.train's defaults: --quick's, then --epochs."""
     out: dict[str, Any] = dict(QUICK_TRAIN) if opts.quick else {}
     threads = opts.threads if opts.threads is not None else (1 if n_workers(opts) > 1 else None)
     if threads is not None:
         out["num_threads"] = threads  # a runtime field: not part of the fingerprint
+    if opts.precision != "auto":
+        out["precision"] = opts.precision  # a runtime field too
     if opts.epochs is not None:
         if opts.epochs < 1:
             raise AvelError(f"--epochs must be at least 1, got {opts.epochs}")
@@ -373,7 +383,8 @@ def reproduce(opts: Options, backend: Backend | None = None) -> dict[str, Any]:
     results = build_results(
         dataset=info,
         settings={"seeds": seeds, "quick": opts.quick, "sections": list(opts.sections), "train": train_settings,
-                  "selection": "validation", "device": opts.device},
+                  "selection": "validation", "device": opts.device,
+                  "precision": precision_record(opts)},
         sections=opts.sections, cells=cells, cell_runs=stats.records,
         table3_runs=stats.records.get("table3"), figures=figures,
         timing={"wall_seconds": time.perf_counter() - t0, "runs_trained": stats.trained,

@@ -10,7 +10,7 @@ from avel.errors import AvelError, reject_unknown_fields
 
 # Fields that change neither the numbers a run computes nor what it means: a run may be resumed
 # with different values (e.g. on another device).
-RUNTIME_FIELDS = ("device", "num_threads", "cache_gb", "tune_allocator")
+RUNTIME_FIELDS = ("device", "num_threads", "cache_gb", "tune_allocator", "precision")
 
 
 @dataclass
@@ -43,6 +43,10 @@ class TrainConfig:
     num_threads: int | None = None  # torch CPU threads (None: torch's default)
     cache_gb: float = 4.0  # keep a split's features in memory (float32) when they fit in this many GiB
     tune_allocator: bool = True  # glibc: keep large freed buffers instead of unmapping them (faster CPU steps)
+    # compute precision (avel.precision): auto (bf16 where a measured bf16 product is >= 2x faster than fp32,
+    # or the GPU supports it; fp16 + loss scaling on GPUs without bf16), fp32, bf16. Weights and optimizer
+    # state stay fp32. A runtime field: a run may be resumed in another precision (config.json records it).
+    precision: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -57,6 +61,7 @@ class TrainConfig:
         return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
 
     def validate(self) -> None:
+        from avel.precision import PRECISIONS
         from avel.train.losses import LOSSES
 
         checks = {
@@ -66,6 +71,7 @@ class TrainConfig:
             "batch_size must be >= 1": self.batch_size >= 1,
             "lr must be > 0": self.lr > 0,
             f"loss must be one of {', '.join(LOSSES)}": self.loss in LOSSES,
+            f"precision must be one of {', '.join(PRECISIONS)}": self.precision in PRECISIONS,
         }
         for message, ok in checks.items():
             if not ok:

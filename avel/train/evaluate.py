@@ -15,6 +15,7 @@ from avel.data.catalog import AVE_CATEGORIES, NUM_CLASSES
 from avel.errors import AvelError
 from avel.models.localizers import paper_name
 from avel.models.registry import ModelConfig, model_spec
+from avel.precision import Decision, autocast, decide, keep_recurrent_fp32
 from avel.train.data import Source, read_rows
 
 PREDICT_BATCH = 64  # videos per forward pass in predict()
@@ -32,7 +33,8 @@ def _as_tensor(x: Any, device: torch.device) -> torch.Tensor | None:
 
 @torch.inference_mode()
 def predict(model: nn.Module, audio: Any = None, visual: Any = None, *, batch_size: int = PREDICT_BATCH,
-            device: str | torch.device | None = None, **inputs: Any) -> tuple[np.ndarray, np.ndarray | None]:
+            device: str | torch.device | None = None, precision: str | Decision = "auto",
+            **inputs: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """Class probabilities per second (N, T, C) and attention (N, T, k) or None, for features of any length T.
 
     `audio` (N, T, 128), `visual` (N, T, 7, 7, 512) and any further inputs the model reads (e.g.
@@ -41,7 +43,8 @@ def predict(model: nn.Module, audio: Any = None, visual: Any = None, *, batch_si
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)
-    model.eval()
+    decision = precision if isinstance(precision, Decision) else decide(precision, device)  # autocast or fp32
+    keep_recurrent_fp32(model.eval(), decision)
     arrays = {"audio": audio, "visual": visual, **inputs}
     arrays = {k: v for k, v in arrays.items() if v is not None}
     if not arrays:
@@ -50,8 +53,9 @@ def predict(model: nn.Module, audio: Any = None, visual: Any = None, *, batch_si
     probs, attn = [], []
     for i in range(0, n, batch_size):
         batch = {k: _as_tensor(v[i:i + batch_size], device) for k, v in arrays.items()}
-        out = model(**batch)
-        p = out.probs if out.probs is not None else torch.softmax(out.logits, dim=-1)  # (b, T, C)
+        with autocast(decision):
+            out = model(**batch)
+        p = out.probs if out.probs is not None else torch.softmax(out.logits.float(), dim=-1)  # (b, T, C), fp32 under autocast too
         probs.append(p.float().cpu().numpy())
         if out.attention is not None:
             attn.append(out.attention.float().cpu().numpy())
@@ -153,9 +157,11 @@ def attention_hits(attention: np.ndarray, object_cells: np.ndarray, event_mask: 
 
 
 def evaluate_model(model: nn.Module, model_cfg: ModelConfig, ds: Any, split: str, *,
-                   device: str | torch.device = "cpu", batch_size: int = PREDICT_BATCH) -> dict[str, Any]:
+                   device: str | torch.device = "cpu", batch_size: int = PREDICT_BATCH,
+                   precision: str | Decision = "auto") -> dict[str, Any]:
     """Evaluate `model` on a dataset split: accuracy, per_class, per_label, confusion, attention hits."""
     rows = np.asarray(ds.split(split), dtype=np.int64)
+    decision = precision if isinstance(precision, Decision) else decide(precision, device)
     if len(rows) == 0:
         raise AvelError(f"split '{split}' is empty", getattr(ds, "root", None))
     inputs = model_spec(model_cfg.name).inputs
@@ -163,7 +169,7 @@ def evaluate_model(model: nn.Module, model_cfg: ModelConfig, ds: Any, split: str
     probs, attn = [], []
     for i in range(0, len(rows), batch_size):
         batch = source.take(np.arange(i, min(i + batch_size, len(rows))))
-        p, a = predict(model, batch_size=batch_size, device=device, **batch)
+        p, a = predict(model, batch_size=batch_size, device=device, precision=decision, **batch)
         probs.append(p)
         if a is not None:
             attn.append(a)
@@ -181,11 +187,12 @@ def evaluate_model(model: nn.Module, model_cfg: ModelConfig, ds: Any, split: str
     if attn and cells is not None:
         result.update(attention_hits(np.concatenate(attn), read_rows(cells, rows, None),
                                      read_rows(ds.event_mask, rows, None)))
+    result["precision"] = decision.record()
     return result
 
 
 def evaluate_run(run_dir: str | Path, dataset: Any = None, split: str = "test", *,
-                 device: str = "cpu") -> dict[str, Any]:
+                 device: str = "cpu", precision: str = "auto") -> dict[str, Any]:
     """Evaluate a run's selected checkpoint on `split` of `dataset` (default: the data it was trained on).
 
     Other data is allowed; the result then says so: `training_data` is "same", "different" (with
@@ -206,7 +213,7 @@ def evaluate_run(run_dir: str | Path, dataset: Any = None, split: str = "test", 
         from avel.data.dataset import AVEDataset
 
         dataset = AVEDataset.open(root)
-    result = {"run_dir": str(run_dir), **evaluate_model(model, model_cfg, dataset, split, device=dev),
+    result = {"run_dir": str(run_dir), **evaluate_model(model, model_cfg, dataset, split, device=dev, precision=precision),
               "dataset": dataset_summary(dataset)}
     trained_on = doc.get("data", {}).get("fingerprint")
     if trained_on is None:

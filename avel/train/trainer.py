@@ -45,6 +45,7 @@ from avel.train.evaluate import evaluate_model
 from avel.train.fingerprint import dataset_summary, fingerprint_differences, run_fingerprint
 from avel.train.losses import LOSSES
 from avel.train.perf import tune_cpu_allocator
+from avel.precision import Decision, autocast, decide, grad_scaler, keep_recurrent_fp32
 
 GIB = 1024**3
 CURVE_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_video_accuracy", "test_accuracy",
@@ -197,6 +198,8 @@ class _Trainer:
     def __init__(self, ds: Any, model_cfg: ModelConfig, cfg: TrainConfig, out: Path, *, progress: bool,
                  device: torch.device, info: DistInfo) -> None:
         self.ds, self.model_cfg, self.cfg, self.out = ds, model_cfg, cfg, out
+        self.precision = decide(cfg.precision, device, announce=info.is_main)  # bf16/fp16 autocast or fp32
+        self.scaler = grad_scaler(self.precision)  # fp16 loss scaling on CUDA; a pass-through otherwise
         self.device, self.info = device, info
         self.progress = progress and info.is_main
         self.weak = model_cfg.weak
@@ -243,13 +246,15 @@ class _Trainer:
         for step, positions in enumerate(self._batches(epoch)):
             batch = _to(self.train_src.take(positions), self.device)
             target = batch.pop(self.target_key)
-            out = model(**batch)
-            loss = self.loss_fn(out.logits, target, self.weak)
+            with autocast(self.precision):  # products in bf16/fp16; weights and optimizer state stay fp32
+                out = model(**batch)
+            loss = self.loss_fn(out.logits.float(), target, self.weak)
             if any_rank(not bool(torch.isfinite(loss)), self.info, self.device):
                 self._nan_stop(epoch, step, loss.item())
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(opt)
+            self.scaler.update()
             total += loss.item()
             n += 1
             if bar is not None:
@@ -265,7 +270,8 @@ class _Trainer:
         for i in range(0, len(self.val_src), bs):
             batch = _to(self.val_src.take(np.arange(i, min(i + bs, len(self.val_src)))), self.device)
             labels, mil = batch.pop("labels"), batch.pop("mil_labels")
-            logits = model(**batch).logits  # (b, T, C)
+            with autocast(self.precision):
+                logits = model(**batch).logits.float()  # (b, T, C)
             seg = (logits.argmax(-1) == labels.argmax(-1)).sum().item()
             vid = (logits.mean(1).argmax(-1) == mil.argmax(-1)).sum().item()
             loss = self.loss_fn(logits, mil if self.weak else labels, self.weak).item()
@@ -314,6 +320,7 @@ class _Trainer:
 
             standardize.attach(model, self._input_stats())
         model = model.to(self.device)
+        keep_recurrent_fp32(model, self.precision)  # CPU: LSTMs in fp32 inside autocast (avel.precision)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.state = _State()
         saved = ckpt.load_resume_state(self.out, model, opt) if resume else None
@@ -382,9 +389,11 @@ class _Trainer:
                 "run_dir": str(self.out), "avel_version": avel.__version__,
                 "best_epoch": self.state.best_epoch, "epochs_run": self.state.epoch, "stopped": self.state.stopped,
                 "train_seconds": round(self.state.train_seconds, 3), "world_size": self.info.world,
-                "noisy_videos": self.noisy_videos,
-                "val": evaluate_model(model, model_cfg, self.ds, self.cfg.val_split, device=self.device),
-                "test": evaluate_model(model, model_cfg, self.ds, self.cfg.test_split, device=self.device),
+                "noisy_videos": self.noisy_videos, "precision": self.precision.record(),
+                "val": evaluate_model(model, model_cfg, self.ds, self.cfg.val_split, device=self.device,
+                                      precision=self.precision),
+                "test": evaluate_model(model, model_cfg, self.ds, self.cfg.test_split, device=self.device,
+                                       precision=self.precision),
                 "dataset": dataset_summary(self.ds),
             }
             results["test_at_validation"] = test_selection(self.state.history, self.state.best_epoch,
@@ -410,6 +419,17 @@ def test_selection(history: list[dict[str, Any]], best_epoch: int | None, select
             "best": round(best, 3), "best_epoch": best_epoch_t,
             "difference": round(best - (selected if at_selected is None else at_selected), 3),
             "note": "recorded for reporting only; never used for checkpoint selection or early stopping"}
+
+
+
+def precision_history(out: Path, decision: Decision) -> list[dict[str, Any]]:
+    """config.json's `precision`: one record per start of the run in another precision or on another
+    machine (resuming in another precision is allowed: it is a runtime setting, recorded here)."""
+    path = out / ckpt.CONFIG_FILE
+    old = ckpt.read_json(path).get("precision", []) if path.is_file() else []
+    new = decision.record()
+    same = old and all(old[-1].get(k) == new[k] for k in ("compute", "device", "machine"))
+    return old if same else [*old, new]
 
 
 class _Bar:
@@ -509,7 +529,7 @@ def train(dataset: Any, model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir:
             trainer = _Trainer(dataset, model_cfg, train_cfg, out, progress=progress, device=device, info=info)
             if info.is_main:
                 out.mkdir(parents=True, exist_ok=True)
-                write_json(out / ckpt.CONFIG_FILE, doc)
+                write_json(out / ckpt.CONFIG_FILE, {**doc, "precision": precision_history(out, trainer.precision)})
             barrier(info)
             return trainer.run(resume=status == "resume")
     finally:

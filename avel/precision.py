@@ -1,0 +1,309 @@
+"""Compute precision: fp32, or bf16 / fp16 matrix products under autocast where the hardware is fast at them.
+
+Many CPUs (Intel AMX, AVX-512-BF16) and most GPUs multiply bf16 matrices several times faster than
+fp32; CPUs without such units (e.g. AVX2-only AMD) run bf16 products 30-50x *slower* (oneDNN
+emulates them). So `auto` measures: once per process and device type, a short probe times a few
+256x256 products in fp32 and in bf16 on one core (~50-100 ms), and bf16 is chosen only where it is at least
+`AUTO_MIN_SPEEDUP` times faster. On CUDA no probe is needed: bf16 where the GPU supports it, else
+fp16 (training then scales the loss with a GradScaler).
+
+Precision is a compute setting, never a storage one: weights, optimizer state and stored features
+stay fp32 (or the released layout's dtype); autocast runs the convolutions, linear layers and
+matrix products in the lower precision with fp32 accumulation and keeps reductions, softmax and
+losses in fp32. What was chosen is printed once per process (stderr) and recorded
+(`Decision.record()`) in extractor.json, run configs and reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads PRECISIONS without loading it
+    import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")  # --precision choices (fp16 is chosen by auto on CUDA without bf16)
+PRECISION_HELP = ("compute precision: auto (default: bf16 where a measured bf16 matrix product is >= 2x faster "
+                  "than fp32, or the GPU supports it; else fp32), fp32, bf16 (features and weights stay fp32)")
+DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # compute precision -> torch dtype
+AUTO_MIN_SPEEDUP = 2.0  # auto picks bf16 only where a bf16 product is at least this many times faster
+WARN_BELOW_SPEEDUP = 1.0  # an explicit bf16 slower than fp32 by the probe gets a one-line warning
+PROBE_SIZE = 256  # side of the square matrices the probe multiplies
+PROBE_REPS = 3  # timed products per dtype (the best is kept)
+PROBE_SLOW_S = 0.04  # stop timing a dtype once it has used this long (bf16 emulation is ~25 ms a product)
+CPU_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")  # /proc/cpuinfo flags worth reporting
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The precision a command computes in on one device, and why."""
+
+    requested: str  # auto, fp32 or bf16 (what the user asked for)
+    compute: str  # fp32, bf16 or fp16 (what runs)
+    device: str  # device type: cpu or cuda
+    reason: str  # one line: why this precision
+    bf16_speedup: float | None = None  # measured bf16 / fp32 matrix-product rate (CPU probe), None if not probed
+
+    @property
+    def dtype(self) -> torch.dtype:
+        import torch
+
+        return getattr(torch, DTYPE_NAMES[self.compute])
+
+    @property
+    def lower(self) -> bool:
+        """True when autocast runs in a lower precision than fp32."""
+        return self.compute != "fp32"
+
+    @property
+    def needs_scaler(self) -> bool:
+        """fp16 training needs loss scaling (bf16 has fp32's exponent range)."""
+        return self.compute == "fp16"
+
+    def record(self) -> dict[str, Any]:
+        """What extractor.json, run configs and reports store."""
+        return {"requested": self.requested, "compute": self.compute, "device": self.device,
+                "reason": self.reason, "bf16_speedup": self.bf16_speedup, "machine": machine_name(self.device)}
+
+
+# ---------------------------------------------------------------- the probe
+
+def _time_product(dtype: torch.dtype, size: int = PROBE_SIZE, reps: int = PROBE_REPS, warmup: int = 0) -> float:
+    """Best seconds of one size x size product in `dtype` on the CPU: `warmup` untimed products, then
+    up to `reps` timed ones, stopping once PROBE_SLOW_S is used (the first timed product includes any
+    one-time cost, which only makes a slow dtype look slower: it never makes bf16 look fast)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=g).to(dtype)
+    b = torch.randn(size, size, generator=g).to(dtype)
+    for _ in range(warmup):
+        torch.mm(a, b)
+    best, used = float("inf"), 0.0
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        took = time.perf_counter() - start
+        best, used = min(best, took), used + took
+        if used > PROBE_SLOW_S:
+            break
+    return best
+
+
+def probe_cpu_bf16_speedup() -> float:
+    """Measured bf16 / fp32 matrix-product rate on this CPU (>1: bf16 is faster)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one core: a thread pool shared with other work times its waits, not the units
+    try:
+        with torch.inference_mode():
+            fp32 = _time_product(torch.float32, reps=2 * PROBE_REPS, warmup=3)  # cheap: warm caches first
+            return fp32 / _time_product(torch.bfloat16, reps=PROBE_REPS + 1)
+    finally:
+        torch.set_num_threads(threads)
+
+
+_probe: Callable[[], float] = probe_cpu_bf16_speedup  # replaced by tests (a mocked probe)
+_speedups: dict[str, float] = {}  # device type -> measured speedup (once per process)
+_announced: set[tuple[str, str, str]] = set()  # (device type, requested, compute) already printed
+
+
+def cpu_bf16_speedup() -> float:
+    """The probe's result, measured on first use and cached for the process."""
+    if "cpu" not in _speedups:
+        _speedups["cpu"] = float(_probe())
+    return _speedups["cpu"]
+
+
+def reset() -> None:
+    """Forget the cached probe and announcements (tests)."""
+    _speedups.clear()
+    _announced.clear()
+
+
+# ---------------------------------------------------------------- the decision
+
+def _cuda_decision(requested: str) -> Decision:
+    import torch
+
+    supported = torch.cuda.is_bf16_supported()
+    if requested == "fp32":
+        return Decision(requested, "fp32", "cuda", "requested")
+    if requested == "bf16":
+        return Decision(requested, "bf16", "cuda", "requested" if supported else "requested (this GPU lacks bf16)")
+    if supported:
+        return Decision(requested, "bf16", "cuda", "auto: the GPU supports bf16")
+    return Decision(requested, "fp16", "cuda", "auto: no bf16 on this GPU: fp16 with loss scaling")
+
+
+def _cpu_decision(requested: str) -> Decision:
+    if requested == "fp32":
+        return Decision(requested, "fp32", "cpu", "requested")
+    factor = round(cpu_bf16_speedup(), 3)
+    if requested == "bf16":
+        return Decision(requested, "bf16", "cpu", "requested", factor)
+    if factor >= AUTO_MIN_SPEEDUP:
+        return Decision(requested, "bf16", "cpu", f"auto: bf16 matrix products run at {factor:.2g}x fp32 here",
+                        factor)
+    return Decision(requested, "fp32", "cpu", f"auto: bf16 matrix products run at {factor:.2g}x fp32 here "
+                    f"(bf16 needs >= {AUTO_MIN_SPEEDUP:g}x)", factor)
+
+
+DECIDERS: dict[str, Callable[[str], Decision]] = {"cpu": _cpu_decision, "cuda": _cuda_decision}
+
+
+def check_precision(requested: str) -> str:
+    """The requested precision, or AvelError listing the valid ones (for the Python API; the CLI uses choices)."""
+    if requested not in PRECISIONS:
+        from avel.errors import AvelError
+
+        raise AvelError(f"unknown precision '{requested}' (choose from {', '.join(PRECISIONS)})")
+    return requested
+
+
+def warning_text(decision: Decision) -> str | None:
+    """The one-line warning for an explicit bf16 on hardware without a usable bf16 path, else None."""
+    if decision.requested != "bf16":
+        return None
+    if decision.device == "cpu" and decision.bf16_speedup is not None and decision.bf16_speedup < WARN_BELOW_SPEEDUP:
+        return f"avel: warning: bf16 runs at {decision.bf16_speedup:.2g}x fp32 here"
+    if decision.device == "cuda" and "lacks bf16" in decision.reason:
+        return "avel: warning: this GPU does not support bf16; running bf16 as asked"
+    return None
+
+
+def decide(requested: str, device: torch.device | str, *, announce: bool = True) -> Decision:
+    """The precision to compute in on `device` for a requested auto / fp32 / bf16 (probe cached per process).
+
+    With `announce`, the choice (and the warning for an explicit bf16 that is slow here) is printed
+    once per process on stderr."""
+    import torch
+
+    check_precision(requested)
+    kind = torch.device(device).type
+    decider = DECIDERS.get(kind)
+    decision = decider(requested) if decider is not None else Decision(requested, "fp32", kind,
+                                                                     f"no lower-precision path on {kind}")
+    key = (kind, requested, decision.compute)
+    if announce and key not in _announced:
+        _announced.add(key)
+        print(f"avel: precision {decision.compute} on {kind} ({decision.reason})", file=sys.stderr)
+        warning = warning_text(decision)
+        if warning is not None:
+            print(warning, file=sys.stderr)
+    if kind == "cuda":
+        # products of bf16/fp16 inputs keep fp32 accumulators (cuBLAS may otherwise reduce in the lower precision)
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+        torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+    return decision
+
+
+def autocast(decision: Decision) -> contextlib.AbstractContextManager:
+    """Context that runs the enclosed forward pass in the decision's precision (nothing changes for fp32)."""
+    import torch
+
+    if not decision.lower:
+        return contextlib.nullcontext()
+    return torch.autocast(decision.device, dtype=decision.dtype)
+
+
+def grad_scaler(decision: Decision):
+    """A GradScaler, active only for fp16 on CUDA (a pass-through otherwise)."""
+    import torch
+
+    return torch.amp.GradScaler(decision.device if decision.device == "cuda" else "cpu",
+                                enabled=decision.needs_scaler)
+
+
+def lower_dtype(device_type: str = "cpu") -> torch.dtype | None:
+    """The autocast dtype active for `device_type` in this thread, or None when autocast is off."""
+    import torch
+
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
+# ---------------------------------------------------------------- recurrent layers
+
+def keep_recurrent_fp32(model: torch.nn.Module, decision: Decision) -> torch.nn.Module:
+    """On CPU, run every LSTM/GRU of `model` in fp32 even inside autocast (forward hooks, added once).
+
+    oneDNN has no bf16 LSTM on CPUs without AVX-512-BF16 (autocast's bf16 LSTM fails there), and
+    the LSTMs are ~9% of an A+V-att step's FLOPs, so fp32 costs little where bf16 would run; fp32
+    recurrences are also the numerically safe choice. On CUDA, autocast's cuDNN LSTMs are used."""
+    import torch
+
+    if decision.device != "cpu":
+        return model
+    for m in model.modules():
+        if isinstance(m, torch.nn.RNNBase) and not getattr(m, "_avel_fp32", False):
+            m.register_forward_pre_hook(_recurrent_enter)
+            m.register_forward_hook(_recurrent_exit, always_call=True)
+            m._avel_fp32 = True
+    return model
+
+
+def _to_fp32(x: Any) -> Any:
+    import torch
+
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to_fp32(v) for v in x)
+    return x.float() if torch.is_tensor(x) and x.is_floating_point() else x
+
+
+def _recurrent_enter(module: torch.nn.Module, args: tuple) -> tuple | None:
+    import torch
+
+    stack = module.__dict__.setdefault("_avel_autocast_off", [])
+    if not torch.is_autocast_enabled("cpu"):
+        stack.append(None)
+        return None
+    ctx = torch.autocast("cpu", enabled=False)
+    ctx.__enter__()
+    stack.append(ctx)
+    return _to_fp32(args)
+
+
+def _recurrent_exit(module: torch.nn.Module, args: tuple, output: Any) -> None:
+    stack = module.__dict__.get("_avel_autocast_off")
+    ctx = stack.pop() if stack else None
+    if ctx is not None:
+        ctx.__exit__(None, None, None)
+
+
+# ---------------------------------------------------------------- the machine
+
+def cpu_info(path: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
+    """CPU model name and the bf16-relevant flags (AMX, AVX-512-BF16) from /proc/cpuinfo (empty elsewhere)."""
+    import torch
+
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return {"model": None, "flags": [], "capability": torch.backends.cpu.get_cpu_capability()}
+    model, flags = None, set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model is None:
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    return {"model": model, "flags": [f for f in CPU_FLAGS if f in flags],
+            "capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def machine_name(device_type: str = "cpu") -> str:
+    """Short description of the machine a device type runs on, for records and benchmark output."""
+    import torch
+
+    if device_type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    info = cpu_info()
+    return f"{info['model'] or 'unknown CPU'} ({torch.get_num_threads()} threads, {info['capability']})"
