@@ -171,13 +171,13 @@ def class_colour(index: int, background: int) -> str:
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em auto;padding:0 1.5em;color:#222;max-width:1200px}
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em}
-video{display:block;max-width:100%;max-height:60vh;background:#000}
+video{display:block;width:100%;max-width:720px;max-height:60vh;background:#000}
 .timeline{position:relative;display:flex;border:1px solid #aaa;margin:.3em 0;cursor:pointer;user-select:none}
 .sec{flex:1 1 0;min-width:0;height:34px;font-size:10px;text-align:center;line-height:34px;overflow:hidden;
 white-space:nowrap;color:#000}
 .sec.cur{outline:2px solid #000;outline-offset:-2px}
 #cursor{position:absolute;top:-4px;bottom:-4px;width:2px;margin-left:-1px;background:#c00;pointer-events:none}
-.axis{position:relative;height:1.2em;font-size:10px;color:#666}.axis span{position:absolute;transform:translateX(-50%)}
+.axis{position:relative;height:1.2em;font-size:10px;color:#666}.axis span{position:absolute;transform:translateX(-50%)}.axis span:first-child{transform:none}
 .now{font-size:.95em;margin:.4em 0;font-variant-numeric:tabular-nums}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 tr[data-t]{cursor:pointer}tr[data-t]:hover{background:#eef}
