@@ -341,11 +341,16 @@ def test_torchvision_full_state_dict_accepted(tmp_path, weights):
     assert torch.equal(m.features[34].bias, sd["module.features.34.bias"])
 
 
-def test_offline_named_weights_say_where_to_get_them(monkeypatch, tmp_path):
+def test_offline_named_weights_say_where_to_get_them(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("AVEL_OFFLINE", "1")
-    monkeypatch.setenv("AVEL_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("AVEL_CACHE", str(tmp_path))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path))
-    with pytest.raises(AvelError, match=r"pass --vggish-weights PATH, or download https://github.com/harritaylor/"
-                                        r"torchvggish/releases/download/v0.1/vggish-10086976.pth"):
+    with pytest.raises(AvelError) as err:
         load_weights("torchvggish", empty_net("vggish"), "vggish")
+    assert str(err.value) == (f"{tmp_path}: offline (AVEL_OFFLINE is set): 1 file(s) missing, each listed above "
+                              "with its URL and where to put it; or pass --vggish-weights PATH")
+    assert capsys.readouterr().err == (
+        "avel: missing VGGish weights: AudioSet VGGish, PyTorch port (harritaylor/torchvggish) (~275 MB): download "
+        "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth and put it at "
+        f"{tmp_path / 'weights' / 'vggish-10086976.pth'}\n")

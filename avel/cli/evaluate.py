@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a trained run on a split (accuracy, per-category, confusion)",
                        description="Evaluate the checkpoint a run selected on validation. The dataset defaults to "
                                    "the one the run was trained on.")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory written by `avel train`")
+    p.add_argument("run_dir", metavar="NAME|RUN_DIR",
+                   help="run directory written by `avel train`, or a built-in model name (see avel models)")
     p.add_argument("--data", type=Path, default=None, metavar="DIR", help="dataset directory (default: the run's)")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
@@ -82,6 +83,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         from avel.data.dataset import AVEDataset
 
         ds = AVEDataset.open(args.data)
-    result = evaluate_run(args.run_dir, ds, split=args.split, device=args.device, precision=args.precision)
+    from avel.pretrained import resolve_model
+
+    run_dir = resolve_model(args.run_dir, weights=()).run_dir  # a built-in name: downloaded and imported once
+    result = evaluate_run(run_dir, ds, split=args.split, device=args.device, precision=args.precision)
     print(json.dumps(result) if args.json else format_report(result))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from avel.cli.extract import add_extractor_options, extractor_config
+from avel.cli.extract import add_extractor_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "attention heatmaps (PNG per second + animated GIF) and a self-contained index.html. "
                                    "Feature settings default to those the model was trained on.")
     p.add_argument("video", type=Path, metavar="VIDEO")
-    p.add_argument("--model", type=Path, required=True, metavar="RUN_DIR", help="run directory from avel train")
+    p.add_argument("--model", default=None, metavar="NAME|RUN_DIR",
+                   help="a built-in model (see avel models; default authors-av-att, the AVE authors' A+V-att, "
+                        "downloaded once) or a run directory from avel train")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     p.add_argument("--json", action="store_true", help="print events.json to stdout")
     p.add_argument("--window", type=int, default=None,
@@ -28,18 +30,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _localize(args: argparse.Namespace) -> int:
     import json
 
+    from avel.api import EXTRACTOR_OPTIONS, prepare
     from avel.errors import AvelError
     from avel.localize.pipeline import OUTPUTS, localize_video
-    from avel.localize.runinfo import extractor_defaults, extractor_record, run_document, training_length
+    from avel.localize.runinfo import extractor_record, run_document, training_length
 
-    doc = run_document(args.model)
-    info, _ = extractor_record(args.model, doc)
+    resolved, cfg = prepare(args.model, **{k: getattr(args, k) for k in EXTRACTOR_OPTIONS})
+    doc = run_document(resolved.run_dir)
+    info, _ = extractor_record(resolved.run_dir, doc)
     window = args.window or training_length(doc, info)
     hop = args.hop or max(1, window // 2)
     if window < 1 or hop < 1:
         raise AvelError(f"--window and --hop must be >= 1, got {window} and {hop}")
-    cfg = extractor_config(args, defaults=extractor_defaults(info))
-    result = localize_video(args.video, args.model, args.out, cfg, window, hop, pictures=not args.no_pictures)
+    result = localize_video(args.video, resolved.run_dir, args.out, cfg, window, hop, pictures=not args.no_pictures)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

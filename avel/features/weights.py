@@ -4,9 +4,10 @@
   * `keras` (VGG-19 default, what the AVE authors used): Keras ImageNet weights, no top (h5).
   * `torchvision`: torchvision's `vgg19` ImageNet state dict (.pth).
   * `torchvggish` (VGGish default): the harritaylor/torchvggish port of the AudioSet VGGish weights (.pth).
-A named source is looked up in avel's cache ($AVEL_CACHE_DIR, default ~/.cache/avel/weights), then in
-the caches of the tools that usually fetched it (~/.keras/models, $TORCH_HOME/hub/checkpoints), and
-otherwise downloaded and checked against its published hash (unless AVEL_OFFLINE=1).
+A named source is looked up in avel's cache (`weights/` in avel.cache.cache_root(): $AVEL_CACHE, default
+~/.cache/avel), then in the caches of the tools that usually fetched it (~/.keras/models,
+$TORCH_HOME/hub/checkpoints), and otherwise downloaded by avel.cache and checked against its published
+hash (unless AVEL_OFFLINE=1).
 
 The file's format picks the VGG-19 preprocessing: an h5 file is Keras weights (BGR, mean
 subtraction, no scaling); a PyTorch / safetensors state dict is torchvision's (RGB, mean / std).
@@ -14,22 +15,17 @@ subtraction, no scaling); a PyTorch / safetensors state dict is torchvision's (R
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from avel.cache import CachedFile, cache_root, fetch, file_digest
 from avel.errors import AvelError
 from avel.io import atomic_path
-from avel.progress import stderr_progress
 
-DOWNLOAD_TIMEOUT_S = 60  # s: network timeout per read
-DOWNLOAD_CHUNK_BYTES = 1 << 20  # bytes per read while downloading / hashing
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
@@ -45,6 +41,11 @@ class WeightSource:
     digest: str  # hex digest; torch hub file names publish only the first 8 hex digits of the sha256
     size_mb: int  # approximate download size (MB), for messages
     description: str
+
+    def cached_file(self) -> CachedFile:
+        """This source as an entry of avel's download cache."""
+        return CachedFile(f"{NET_TITLES[self.net]} weights: {self.description}", self.url,
+                          f"{WEIGHTS_SUBDIR}/{self.filename}", self.hash_algorithm, self.digest, self.size_mb)
 
 
 WEIGHT_SOURCES: dict[str, WeightSource] = {s.name: s for s in (
@@ -64,6 +65,7 @@ WEIGHT_SOURCES: dict[str, WeightSource] = {s.name: s for s in (
 )}
 DEFAULT_WEIGHTS = {"vgg19": "keras", "vggish": "torchvggish"}
 NET_TITLES = {"vgg19": "VGG-19", "vggish": "VGGish"}
+WEIGHTS_SUBDIR = "weights"  # folder of the cache that holds backbone weights
 
 
 @dataclass
@@ -78,7 +80,7 @@ class LoadedWeights:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("AVEL_CACHE_DIR", Path.home() / ".cache" / "avel" / "weights"))
+    return cache_root() / WEIGHTS_SUBDIR
 
 
 def _other_caches() -> list[Path]:
@@ -86,23 +88,20 @@ def _other_caches() -> list[Path]:
     return [torch_home / "hub" / "checkpoints", Path.home() / ".keras" / "models"]
 
 
-def file_digest(path: Path, algorithm: str = "sha256") -> str:
-    """Hex digest of a file (memoised per path, size and modification time: weight files are large)."""
-    st = Path(path).stat()
-    return _digest(str(Path(path).resolve()), st.st_size, st.st_mtime_ns, algorithm)
-
-
-@functools.lru_cache(maxsize=32)
-def _digest(path: str, size: int, mtime_ns: int, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while chunk := f.read(DOWNLOAD_CHUNK_BYTES):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _matches(source: WeightSource, path: Path) -> bool:
     return file_digest(path, source.hash_algorithm).startswith(source.digest)
+
+
+def find_cached(source: WeightSource) -> Path | None:
+    """The source's file in avel's cache or another tool's cache (hash-checked), None when absent."""
+    for folder in [cache_dir(), *_other_caches()]:
+        path = folder / source.filename
+        if path.is_file():
+            if not _matches(source, path):
+                raise AvelError(f"{source.hash_algorithm} does not match the published {source.digest} "
+                                f"(corrupt download? delete it)", path)
+            return path
+    return None
 
 
 def locate(value: str, net: str) -> Path:
@@ -116,42 +115,13 @@ def locate(value: str, net: str) -> Path:
         return path
     if source.net != net:
         raise AvelError(f"'{value}' names {NET_TITLES[source.net]} weights, not {NET_TITLES[net]}")
-    for folder in [cache_dir(), *_other_caches()]:
-        path = folder / source.filename
-        if path.is_file():
-            if not _matches(source, path):
-                raise AvelError(f"{source.hash_algorithm} does not match the published {source.digest} "
-                                f"(corrupt download? delete it)", path)
-            return path
-    return download(source)
+    return find_cached(source) or download(source)
 
 
 def download(source: WeightSource) -> Path:
-    """Fetch a named source into the cache, checking its hash before it gets its final name."""
-    target = cache_dir() / source.filename
-    hint = (f"no {NET_TITLES[source.net]} weights available offline: pass --{source.net}-weights PATH, or "
-            f"download {source.url} (~{source.size_mb} MB, {source.description}) to {target}")
-    if os.environ.get("AVEL_OFFLINE"):
-        raise AvelError(hint + " (AVEL_OFFLINE is set)")
-    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
-
-    h = hashlib.new(source.hash_algorithm)
-    try:
-        with atomic_path(target) as tmp, urllib.request.urlopen(source.url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with open(tmp, "wb") as f, stderr_progress(*Progress.get_default_columns(), DownloadColumn(),
-                                                       TransferSpeedColumn(), transient=True) as bar:
-                task = bar.add_task(f"downloading {source.filename}", total=total)
-                while chunk := resp.read(DOWNLOAD_CHUNK_BYTES):
-                    f.write(chunk)
-                    h.update(chunk)
-                    bar.advance(task, len(chunk))
-            if not h.hexdigest().startswith(source.digest):
-                raise AvelError(f"downloaded file's {source.hash_algorithm} {h.hexdigest()[:16]}... does not match "
-                                f"the published {source.digest}", source.url)
-    except OSError as exc:  # URLError, timeouts, disk errors
-        raise AvelError(f"{hint} (download failed: {getattr(exc, 'reason', exc)})") from None
-    return target
+    """Fetch a named source into the cache (avel.cache: temporary name, hash check, rename)."""
+    item = source.cached_file()
+    return fetch([item], hint=f"or pass --{source.net}-weights PATH")[item]
 
 
 def read_state_dict(path: Path, net: str) -> tuple[dict[str, torch.Tensor], str]:

@@ -5,4 +5,22 @@ events.py    per-second labels and merged event spans (events.json)
 runinfo.py   what a run directory says about its classes, its training clip length and its extractor
 pictures.py  attention heatmaps (PNG per second, animated GIF), probability chart, index.html
 pipeline.py  the whole command: extract features, predict, write everything
+
+The package is also callable: `avel.localize("clip.mp4")` is `avel.api.localize` (the Python API's
+entry point shares this package's name, so whichever `import avel...` ran first, it works).
 """
+
+import sys
+import types
+
+
+class _CallableModule(types.ModuleType):
+    """This package, callable as `avel.api.localize`."""
+
+    def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN204 - avel.api.localize's signature
+        from avel.api import localize
+
+        return localize(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

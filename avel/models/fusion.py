@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from avel.errors import AvelError
+from avel.models.attention import AudioGuidedAttention
+from avel.models.parts import Head, Temporal
 from avel.models.registry import ModelConfig, ModelOutput, register_model
 
 FUSIONS: dict[str, type[nn.Module]] = {}
@@ -337,10 +339,6 @@ class DMRFE(nn.Module):
 
     def __init__(self, cfg: ModelConfig, members: int = DMRFE_MEMBERS) -> None:
         super().__init__()
-        # Deferred: localizers imports this module (for create_fusion).
-        from avel.models.attention import AudioGuidedAttention
-        from avel.models.localizers import Head, Temporal
-
         self.attention = AudioGuidedAttention(cfg.audio_dim, cfg.visual_dim, cfg.attention_dim, cfg.visual_grid ** 2)
         self.temporal_a = Temporal(cfg.audio_dim, cfg)
         self.temporal_v = Temporal(cfg.visual_dim, cfg)

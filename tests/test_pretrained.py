@@ -1,0 +1,470 @@
+"""Built-in models by name, the download cache, and the Python API (no network: downloads are served
+by a stand-in for avel.cache.open_url, or aimed at a closed local port)."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import hashlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import avel
+from avel import cache, pretrained
+from avel.cache import CachedFile, MissingFiles, cache_root, fetch, file_digest, is_cached
+from avel.cli import main
+from avel.errors import AvelError
+
+AVEL_DIR = Path(avel.__file__).parent
+REAL_OPEN_URL = cache.open_url
+
+
+@pytest.fixture
+def empty_cache(monkeypatch, tmp_path):
+    """An empty cache folder, no other tool's cache, and no network (any URL opened fails the test)."""
+    monkeypatch.setenv("AVEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home" / "torch"))
+    monkeypatch.delenv("AVEL_OFFLINE", raising=False)
+
+    def no_network(url):
+        raise AssertionError(f"unexpected network access: {url}")
+
+    monkeypatch.setattr(cache, "open_url", no_network)
+    return tmp_path / "cache"
+
+
+class Response(io.BytesIO):
+    """A stand-in HTTP response; `fail_at`: bytes sent before the connection drops."""
+
+    def __init__(self, data: bytes, fail_at: int | None = None) -> None:
+        super().__init__(data)
+        self.headers = {"Content-Length": str(len(data))}
+        self.fail_at = fail_at
+
+    def read(self, n: int = -1) -> bytes:
+        if self.fail_at is not None:
+            if self.tell() >= self.fail_at:
+                raise ConnectionResetError("connection reset by peer")
+            n = min(n, self.fail_at - self.tell())
+        return super().read(n)
+
+
+def serve(monkeypatch, files: dict[str, bytes], fail_at: int | None = None) -> list[str]:
+    """Answer open_url from `files` (url -> content); returns the list of URLs requested."""
+    requested: list[str] = []
+
+    def open_url(url):
+        requested.append(url)
+        return Response(files[url], fail_at)
+
+    monkeypatch.setattr(cache, "open_url", open_url)
+    return requested
+
+
+def item(data: bytes, algorithm: str = "sha256", name: str = "x.bin") -> CachedFile:
+    digest = hashlib.sha256(data).hexdigest() if algorithm == "sha256" else None
+    return CachedFile("a test file", f"https://example.org/{name}", f"files/{name}", algorithm, digest, 0.1)
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.is_file() and p.name != ".avel.lock")
+
+
+# ---------------------------------------------------------------- the cache folder
+
+def test_cache_root_default_xdg_and_override(monkeypatch, tmp_path):
+    monkeypatch.delenv("AVEL_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache_root() == tmp_path / ".cache" / "avel"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "avel"
+    monkeypatch.setenv("AVEL_CACHE", str(tmp_path / "mine"))
+    assert cache_root() == tmp_path / "mine"
+    from avel.features.weights import cache_dir
+
+    assert cache_dir() == tmp_path / "mine" / "weights"  # backbone weights share the one cache
+
+
+def test_git_blob_digest_matches_git(tmp_path):
+    """avel.cache's git blob SHA-1 equals what git itself computes (and the importer's own function)."""
+    path = tmp_path / "blob.bin"
+    path.write_bytes(bytes(range(256)) * 40 + b"end")
+    git = subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True)
+    if git.returncode == 0:
+        assert file_digest(path, cache.GIT_BLOB) == git.stdout.strip()
+    expected = hashlib.sha1(b"blob %d\0" % path.stat().st_size + path.read_bytes()).hexdigest()
+    assert file_digest(path, cache.GIT_BLOB) == expected
+    authors = pytest.importorskip("avel.authors")
+    assert authors.git_blob_sha1(path) == expected
+
+
+# ---------------------------------------------------------------- downloads: verify, rename, refuse
+
+def test_download_verifies_then_renames(monkeypatch, empty_cache, capsys):
+    data = b"published bytes" * 1000
+    f = item(data)
+    requested = serve(monkeypatch, {f.url: data})
+    assert fetch([f]) == {f: empty_cache / "files" / "x.bin"}
+    assert f.path.read_bytes() == data and is_cached(f)
+    assert leftovers(empty_cache) == ["x.bin"]
+    err = capsys.readouterr().err.splitlines()  # not a terminal: plain lines, the last one saying where it went
+    assert err[0] == "avel: downloading a test file (0.0 MB)" and err[-1] == f"avel: downloaded a test file to {f.path}"
+    assert "avel: downloading a test file: 100%" in err
+    fetch([f])  # present: no second request
+    assert requested == [f.url]
+
+
+def test_hash_mismatch_deletes_and_says_so(monkeypatch, empty_cache):
+    f = dataclasses.replace(item(b"the real thing"), digest=hashlib.sha256(b"something else").hexdigest())
+    serve(monkeypatch, {f.url: b"the real thing"})
+    with pytest.raises(AvelError) as err:
+        fetch([f])
+    got = hashlib.sha256(b"the real thing").hexdigest()
+    assert str(err.value) == (f"{f.path}: the sha256 of {f.url} as downloaded, {got[:16]}..., does not match the "
+                              f"published {f.digest}: deleted (the server sent something else; try again later)")
+    assert not is_cached(f) and leftovers(empty_cache) == []
+
+
+def test_partial_download_never_counts(monkeypatch, empty_cache, capsys):
+    data = bytes(range(256)) * 100
+    f = item(data)
+    serve(monkeypatch, {f.url: data}, fail_at=3000)  # the connection drops after 3000 of 25600 bytes
+    with pytest.raises(MissingFiles, match="no network .download interrupted: connection reset by peer."):
+        fetch([f])
+    assert not is_cached(f) and leftovers(empty_cache) == []
+    (empty_cache / "files").mkdir(parents=True, exist_ok=True)
+    (empty_cache / "files" / ".x.bin.abc123.part").write_bytes(data[:3000])  # a killed download's temp file
+    assert not is_cached(f)
+    serve(monkeypatch, {f.url: data})
+    fetch([f])
+    assert f.path.read_bytes() == data
+
+
+def test_unwritable_cache_is_one_line(monkeypatch, tmp_path, capsys):
+    (tmp_path / "file").write_text("a file, not a folder")
+    monkeypatch.setenv("AVEL_CACHE", str(tmp_path / "file" / "cache"))  # unwritable even for root
+    f = item(b"abc")
+    serve(monkeypatch, {f.url: b"abc"})
+    with pytest.raises(AvelError) as err:
+        fetch([f])
+    assert str(err.value).startswith(f"{tmp_path / 'file' / 'cache'}: cannot lock for writing: ")
+    assert "\n" not in str(err.value)
+
+
+def test_closed_port_is_no_network(monkeypatch, empty_cache, capsys):
+    """A URL nobody answers (a closed local port) gives the offline message, through the real urlopen."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: connections are refused
+    monkeypatch.setattr(cache, "open_url", REAL_OPEN_URL)
+    f = dataclasses.replace(item(b"abc"), url=f"http://127.0.0.1:{port}/x.bin")
+    with pytest.raises(MissingFiles) as err:
+        fetch([f])
+    assert str(err.value).startswith(f"{empty_cache}: no network (")
+    assert capsys.readouterr().err == (f"avel: missing a test file (~0.1 MB): download http://127.0.0.1:{port}/x.bin "
+                                       f"and put it at {empty_cache / 'files' / 'x.bin'}\n")
+
+
+# ---------------------------------------------------------------- built-in names
+
+AUTHORS_LINES = [
+    "the AVE authors' trained A+V-att network (~5.4 MB): download "
+    "https://raw.githubusercontent.com/YapengTian/AVE-ECCV18/master/model/AV_att.pt and put it at {c}/models/AV_att.pt",
+    "VGG-19 weights: Keras ImageNet VGG-19, no top (the AVE authors' extractor) (~80 MB): download "
+    "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_"
+    "notop.h5 and put it at {c}/weights/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "VGGish weights: AudioSet VGGish, PyTorch port (harritaylor/torchvggish) (~275 MB): download "
+    "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth and put it at "
+    "{c}/weights/vggish-10086976.pth",
+]
+
+
+def test_table_matches_the_authors_repository():
+    """Names, kinds and hashes as published (the importer's table of the same files agrees)."""
+    t = pretrained.PRETRAINED
+    assert list(t) == ["authors-av-att", "authors-w-av-att", "authors-dmrn"]
+    assert [m.kind for m in t.values()] == ["A+V-att", "W-A+V-att", "DMRN"]
+    assert t["authors-av-att"].checkpoint.digest == "8e7224d07cfb27edb6aed3307d0211dad324a5e3"
+    assert t["authors-w-av-att"].checkpoint.url.endswith("/YapengTian/AVE-ECCV18/master/model/AV_att_weak.pt")
+    assert not t["authors-dmrn"].checkpoint.downloadable
+    assert all(m.extractor["vgg19_weights"] == "keras" and m.extractor["vggish_weights"] == "torchvggish"
+               for m in t.values())
+    authors = pytest.importorskip("avel.authors")
+    for m in t.values():
+        kind = authors.KINDS[m.kind]
+        if kind.repo_file is not None:
+            assert (kind.repo_file, kind.blob_sha1) == (m.checkpoint.url.split("/master/")[1], m.checkpoint.digest)
+
+
+def test_offline_lists_every_missing_file_exactly(monkeypatch, empty_cache, tmp_path, capsys):
+    """`avel localize VIDEO` without --model: the default model and both backbone weights are missing;
+    with no network, one line each (what, URL, where), then one error line."""
+    def refused(url):
+        import urllib.error
+
+        raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+
+    monkeypatch.setattr(cache, "open_url", refused)
+    assert main(["localize", str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[:3] == [f"avel: missing {line.format(c=empty_cache)}" for line in AUTHORS_LINES]
+    assert err[3:] == [f"avel: error: {empty_cache}: no network ([Errno 111] Connection refused): 3 file(s) missing, "
+                       "each listed above with its URL and where to put it; for the backbone weights, "
+                       "--vgg19-weights / --vggish-weights PATH also work"]
+    assert leftovers(empty_cache) == []
+
+
+def test_offline_env_and_dmrn_local_only(monkeypatch, empty_cache, capsys):
+    monkeypatch.setenv("AVEL_OFFLINE", "1")
+    with pytest.raises(MissingFiles, match=r"offline \(AVEL_OFFLINE is set\): 1 file\(s\) missing"):
+        pretrained.resolve_model("authors-w-av-att", weights=())
+    with pytest.raises(MissingFiles, match="published without a hash avel can verify, so never downloaded"):
+        pretrained.resolve_model("authors-dmrn", weights=())
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == ("avel: missing the AVE authors' trained DMRN network (linked from their README) (~6.4 MB): "
+                       "download https://drive.google.com/file/d/1D6M6lnUkS4yby0Y4LODIYAQUR6N_GtaR/view and put it "
+                       f"at {empty_cache / 'models' / 'DMRN.pt'}")
+
+
+def test_unknown_name_lists_the_names(empty_cache, tmp_path, capsys):
+    assert main(["localize", str(tmp_path / "clip.mp4"), "--model", "authors-av", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == ("avel: error: unknown model 'authors-av': give a run directory or one of "
+                                       "authors-av-att, authors-w-av-att, authors-dmrn\n")
+    with pytest.raises(AvelError, match="unknown model 'nope'"):
+        avel.load_model("nope")
+    with pytest.raises(AvelError, match="run directory not found"):  # a path, not a name
+        avel.load_model(str(tmp_path / "no" / "run"))
+
+
+def test_models_lists_names_sources_sizes_and_state(empty_cache, capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["NAME", "KIND", "SIZE", "STATE", "SOURCE"]
+    assert out[1].split() == ["authors-av-att", "A+V-att", "~5.4", "MB", "not", "cached",
+                              "https://raw.githubusercontent.com/YapengTian/AVE-ECCV18/master/model/AV_att.pt",
+                              "(default)"]
+    assert out[3].split()[:6] == ["authors-dmrn", "DMRN", "~6.4", "MB", "local", "file"]
+    assert out[4] == ("authors-dmrn: published without a verifiable hash; download it yourself and put it at "
+                      f"{empty_cache / 'models' / 'DMRN.pt'}")
+    assert out[-1].startswith(f"cache: {empty_cache} (set AVEL_CACHE to move it)")
+    assert main(["models", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [m["state"] for m in doc["models"]] == ["not cached", "not cached", "local file only"]
+
+
+# ---------------------------------------------------------------- a model served, imported once, then instant
+
+def write_run(run_dir: Path, visual_grid: int = 7, seed: int = 0) -> Path:
+    """A small untrained A+V-att run directory, written the way avel writes runs (the importer's stand-in)."""
+    import torch
+
+    from avel.io import write_json
+    from avel.models.registry import ModelConfig, create_model
+    from avel.train.checkpoint import CONFIG_FILE, RUN_FORMAT, save_model
+    from avel.train.config import TrainConfig
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(name="A+V-att", visual_grid=visual_grid)
+    run_dir.mkdir(parents=True)
+    save_model(run_dir, create_model(cfg), cfg, {"epoch": None})
+    write_json(run_dir / CONFIG_FILE, {"format": RUN_FORMAT, "avel_version": avel.__version__,
+                                       "model": cfg.to_dict(), "train": TrainConfig().to_dict(),
+                                       "data": {"root": None, "num_segments": 10}})
+    return run_dir
+
+
+@pytest.fixture
+def served_model(monkeypatch, empty_cache):
+    """authors-av-att pointed at a small stand-in file served by the fake network; the importer replaced
+    by one that writes a small run (returns the calls it got)."""
+    data = b"a stand-in for the authors' checkpoint" * 100
+    entry = pretrained.PRETRAINED["authors-av-att"]
+    blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    monkeypatch.setitem(pretrained.PRETRAINED, "authors-av-att",
+                        dataclasses.replace(entry, checkpoint=dataclasses.replace(entry.checkpoint, digest=blob)))
+    requested = serve(monkeypatch, {entry.checkpoint.url: data})
+    imports: list[tuple[Path, Path, str]] = []
+
+    def import_checkpoint(path, out_dir, kind):
+        assert Path(path).read_bytes() == data
+        imports.append((Path(path), Path(out_dir), kind))
+        return write_run(Path(out_dir))
+
+    monkeypatch.setattr(pretrained, "import_checkpoint", import_checkpoint)
+    return requested, imports, blob
+
+
+def test_name_downloads_imports_once(served_model, empty_cache, capsys):
+    requested, imports, blob = served_model
+    resolved = pretrained.resolve_model("authors-av-att", weights=())
+    assert resolved.run_dir == empty_cache / "runs" / f"authors-av-att-{blob[:12]}"
+    assert resolved.extractor == pretrained.AUTHORS_EXTRACTOR
+    assert imports == [(empty_cache / "models" / "AV_att.pt", resolved.run_dir, "A+V-att")]
+    again = pretrained.resolve_model("authors-av-att", weights=())  # cached: no download, no import
+    assert again.run_dir == resolved.run_dir and len(requested) == 1 and len(imports) == 1
+    assert main(["models"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[4] == "ready"
+    model = avel.load_model("authors-av-att")
+    assert model.name == "authors-av-att" and model.classes[-1] == "background" and len(model.classes) == 29
+
+
+def test_placed_file_with_wrong_hash_is_refused(served_model, empty_cache):
+    _, imports, blob = served_model
+    placed = empty_cache / "models" / "AV_att.pt"
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(b"some other file")
+    with pytest.raises(AvelError, match=f"does not match the published {blob} of https://raw.githubusercontent.com"):
+        pretrained.resolve_model("authors-av-att", weights=())
+    assert imports == [] and placed.is_file()  # the user's file is left alone
+
+
+def test_evaluate_accepts_a_name(served_model, tiny_synth, capsys):
+    assert main(["evaluate", "authors-av-att", "--data", str(tiny_synth), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["num_videos"] > 0 and 0.0 <= result["accuracy"] <= 100.0
+    assert result["run_dir"].endswith(f"authors-av-att-{served_model[2][:12]}")
+
+
+# ---------------------------------------------------------------- the Python API
+
+def test_import_avel_is_light():
+    code = ("import sys, avel; assert 'torch' not in sys.modules, 'torch imported'; "
+            "assert callable(avel.localize) and 'torch' not in sys.modules; print(avel.load_model.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "avel.api"
+    code = "import avel.localize.events, avel; assert callable(avel.localize)"  # subpackage imported first
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_predict_shapes_and_probabilities(tmp_path):
+    import torch
+
+    run = write_run(tmp_path / "run")
+    model = avel.load_model(run)
+    rng = np.random.default_rng(0)
+    audio = rng.standard_normal((3, 10, 128)).astype(np.float32)
+    visual = rng.random((3, 10, 7, 7, 512)).astype(np.float32)
+    probs = model.predict(audio, visual)
+    assert probs.shape == (3, 10, 29) and np.all(probs >= 0)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    with torch.no_grad():  # the same as the network's own softmax, one clip at a time
+        logits = model.network(torch.from_numpy(audio[1:2]), torch.from_numpy(visual[1:2])).logits
+    np.testing.assert_allclose(model.predict(audio[1], visual[1]), torch.softmax(logits, -1)[0].numpy(), atol=1e-5)
+    with pytest.raises(AvelError, match=r"visual features must have shape \(3, 10, 7, 7, 512\)"):
+        model.predict(audio, visual[..., :256])
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory):
+    from avel.features.weights import random_weight_files
+
+    return random_weight_files(tmp_path_factory.getbasetemp() / "avel-random-weights")  # shared with test_localize
+
+
+def test_localize_api_on_a_rendered_video(tmp_path, weights):
+    """avel.localize on a real (rendered) video with a run directory and tiny random backbones; its
+    probabilities equal load_model().predict on the features it wrote."""
+    import h5py
+
+    from avel.features.render import ALIGNMENT_CLASSES, ClipSpec, render_clip
+    run = write_run(tmp_path / "run", visual_grid=1)
+    category = next(iter(ALIGNMENT_CLASSES))
+    render_clip(tmp_path / "clip.mp4", ClipSpec(seconds=4, fps=25, shape_seconds={1, 2}, tone_seconds={1, 2}, seed=3,
+                                                **ALIGNMENT_CLASSES[category]))
+    result = avel.localize(tmp_path / "clip.mp4", model=run, out=tmp_path / "out", pictures=False,
+                           vgg19_weights=str(weights["vgg19_keras"]), vggish_weights=str(weights["vggish"]),
+                           image_size=32, frames_per_second=1, device="cpu", log=lambda msg: None)
+    assert result.probabilities.shape == (4, 29) and len(result.labels) == 4
+    np.testing.assert_allclose(result.probabilities.sum(-1), 1.0, atol=1e-5)
+    assert json.loads(result.to_json()) == json.loads((tmp_path / "out" / "events.json").read_text())
+    assert [e.category for e in result.events] == [e["category"] for e in result.document["events"]]
+    with h5py.File(tmp_path / "out" / "features.h5") as f:
+        audio, visual = f["audio"][()], f["visual"][()]
+    expected = avel.load_model(run).predict(audio[None], visual[None])[0]
+    np.testing.assert_allclose(result.probabilities, expected, atol=1e-5)
+
+
+def test_localize_api_without_out_keeps_nothing(monkeypatch, tmp_path):
+    """out=None: the pipeline writes into a temporary folder that is gone afterwards; no pictures."""
+    from avel.io import write_h5
+    from avel.localize import pipeline
+
+    run = write_run(tmp_path / "run")
+    probs = np.full((2, 29), 1 / 29, np.float32)
+    calls = []
+
+    def localize_video(video, run_dir, out_dir, cfg, window, hop, pictures=True, log=None):
+        calls.append((Path(out_dir), cfg.image_size, window, hop, pictures))
+        write_h5(Path(out_dir) / "features.h5", {"probabilities": probs})
+        return {"events": [{"category": "Dog", "start": 0, "end": 2, "confidence": 0.5}], "classes": ["Dog"],
+                "seconds": [{"label": "Dog"}, {"label": "Dog"}], "status": "done"}
+
+    monkeypatch.setattr(pipeline, "localize_video", localize_video)
+    result = avel.localize(tmp_path / "clip.mp4", model=run, vgg19_weights="a.h5", vggish_weights="b.pth",
+                           image_size=64)
+    (folder, image_size, window, hop, pictures), = calls
+    assert not folder.exists() and result.out_dir is None and (image_size, window, hop, pictures) == (64, 10, 5, False)
+    assert result.events == [avel.Event("Dog", 0, 2, 0.5)] and json.loads(result.events[0].to_json())["end"] == 2
+    assert "status" not in json.loads(result.to_json()) and np.array_equal(result.probabilities, probs)
+
+
+# ---------------------------------------------------------------- the package's imports
+
+def package_import_cycles() -> list[list[str]]:
+    """Strongly connected groups of avel modules in the graph of their imports (any level, from ast)."""
+    modules = {}
+    for path in AVEL_DIR.rglob("*.py"):
+        parts = list(path.relative_to(AVEL_DIR.parent).with_suffix("").parts)
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                deps |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        graph[name] = {d for d in deps if d in modules and d != name}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_cycle_in_the_package():
+    assert package_import_cycles() == []
