@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from authors_files import AUTHORS_CLASSES, Global, ModuleClass, Reduce, Storage, TreeBuilder, authors_tree, \
-    legacy_file, random_weights
+from authors_files import AUTHORS_CLASSES, Global, LegacyPickler, ModuleClass, Reduce, Storage, TreeBuilder, \
+    authors_tree, legacy_file, random_weights
 
 from avel.authors import KINDS, git_blob_sha1, import_authors, read_authors_checkpoint
 from avel.cli import main
@@ -326,6 +326,12 @@ def _tensor_past_its_storage(path: Path) -> None:
                                  [storage]))
 
 
+def _huge_memo_index(path: Path) -> None:
+    """A valid 0.3 header, then a pickle that memoizes into slot 2**31 - 16 (the unpickler would allocate 16 GB)."""
+    header = legacy_file(None, [])[: -len(LegacyPickler().dumps([]))]  # magic, protocol, system info
+    path.write_bytes(header + b"\x80\x02Nr\xf0\xff\xff\x7f.")
+
+
 def _truncated(path: Path) -> None:
     write_legacy(path, "A+V-att")
     data = path.read_bytes()
@@ -338,6 +344,7 @@ BAD_FILES = {
     "unknown class": (_unknown_class, "refuses to load global 'my_models.Net'"),
     "tensor past its storage": (_tensor_past_its_storage, "tensor of size (3, 3) at offset 4 runs past its storage"),
     "truncated": (_truncated, "truncated: storage"),
+    "huge memo index": (_huge_memo_index, "memo index 2147483632 at byte 132 is out of range"),
     "text file": (lambda p: p.write_text("hello\n"), "not a PyTorch checkpoint"),
     "empty": (lambda p: p.write_bytes(b""), "not a PyTorch checkpoint"),
     "other zip": (lambda p: zipfile.ZipFile(p, "w").writestr("a.txt", "x"), "not a PyTorch checkpoint"),
@@ -353,6 +360,28 @@ def test_bad_files_get_one_clear_line(tmp_path: Path, case: str, capsys: pytest.
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"avel: error: {path}: ") and expected in err and "\n" not in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_damaged_files_always_give_an_avel_error(tmp_path: Path) -> None:
+    """Cut anywhere or with a byte changed, a file is refused with AvelError (or, when only weight bytes
+    changed, read): never another exception."""
+    good = tmp_path / "good.pt"
+    write_legacy(good, "DMRN")
+    data = good.read_bytes()
+    bad = tmp_path / "bad.pt"
+    rng = np.random.default_rng(0)
+    for cut in np.linspace(1, len(data) - 1, 25).astype(int):
+        bad.write_bytes(data[:cut])
+        with pytest.raises(AvelError):
+            read_authors_checkpoint(bad)
+    for pos in rng.integers(0, 12_000, 40):  # the pickles lie in the first ~12 kB
+        changed = bytearray(data)
+        changed[pos] ^= 0x5A
+        bad.write_bytes(bytes(changed))
+        try:
+            read_authors_checkpoint(bad)
+        except AvelError:
+            pass
 
 
 # ---- the run directory: atomic, locked --------------------------------------------------------------

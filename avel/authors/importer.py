@@ -72,6 +72,9 @@ def module_tensors(root: StandIn, path: Path) -> dict[str, torch.Tensor]:
         if not isinstance(module, StandIn) or depth > 20:
             raise AvelError(f"'{prefix.rstrip('.') or 'the root'}' is not a module", path)
         state = _state(module)
+        for group in ("_parameters", "_buffers", "_modules"):
+            if not isinstance(state.get(group) or {}, dict):
+                raise AvelError(f"'{prefix}{group}' of a module is not a dict", path)
         for group in ("_parameters", "_buffers"):
             for name, value in (state.get(group) or {}).items():
                 name = name.decode("latin-1") if isinstance(name, bytes) else str(name)

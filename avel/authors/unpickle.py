@@ -23,13 +23,14 @@ from __future__ import annotations
 import _compat_pickle
 import io
 import pickle
+import pickletools
 import struct
 import tarfile
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
@@ -60,6 +61,8 @@ class StandIn:
     """An inert object in place of a pickled class instance: keeps what pickle gives it, runs nothing."""
 
     qualname = ""  # the global this stands in for, e.g. "torch.nn.modules.rnn.LSTM"
+    args: tuple = ()  # constructor arguments, when pickle called the class
+    state: Any = None  # what pickle's BUILD gave (a module's attribute dict)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.args = args
@@ -185,9 +188,17 @@ class Storages:
 class RestrictedUnpickler(pickle.Unpickler):
     """Resolves globals only through ALLOWED_GLOBALS; persistent ids only as module classes and storages."""
 
-    def __init__(self, f: BinaryIO, storages: Storages | None = None) -> None:
+    def __init__(self, f: io.BytesIO, storages: Storages | None = None) -> None:
         super().__init__(f, encoding="latin-1")
+        self.stream = f
         self.storages = storages
+
+    def load(self) -> Any:
+        """Check the opcodes first (see `scan_opcodes`), then unpickle."""
+        start = self.stream.tell()
+        scan_opcodes(self.stream)
+        self.stream.seek(start)
+        return super().load()
 
     def find_class(self, module: str, name: str) -> Any:
         # Python 2 names (__builtin__.set, ...), mapped as pickle's own find_class maps them
@@ -214,6 +225,19 @@ class RestrictedUnpickler(pickle.Unpickler):
                 raise pickle.UnpicklingError(f"storage view {view!r:.80} outside its storage")
             return Ref(buf[offset:offset + size], "storage")
         raise pickle.UnpicklingError(f"unknown persistent id {pid!r:.80}")
+
+
+MEMO_OPCODES = ("PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET")
+
+
+def scan_opcodes(stream: io.BytesIO) -> None:
+    """Walk one pickle's opcodes up to STOP without running them (pickletools), refusing memo indices no
+    pickler writes: a memo slot beyond the opcodes read so far would make the unpickler allocate
+    gigabytes for nothing."""
+    start = stream.tell()
+    for op, arg, pos in pickletools.genops(stream):
+        if op.name in MEMO_OPCODES and int(arg) > pos - start:
+            raise pickle.UnpicklingError(f"memo index {arg} at byte {pos} is out of range")
 
 
 @dataclass
@@ -243,8 +267,7 @@ def load_checkpoint(path: str | Path) -> Loaded:
             return _load_zip(path)
         if tarfile.is_tarfile(path):
             raise AvelError("a tar-format checkpoint (PyTorch < 0.1.10) is not supported", path)
-        with open(path, "rb") as f:
-            return _load_legacy(f, path)
+        return _load_legacy(io.BytesIO(path.read_bytes()), path)
     except AvelError:
         raise
     except Exception as exc:  # nothing here executes pickled code: every failure is a bad file
@@ -264,7 +287,7 @@ def _load_zip(path: Path) -> Loaded:
     return Loaded(root, "PyTorch zip format", storages.locations)
 
 
-def _load_legacy(f: BinaryIO, path: Path) -> Loaded:
+def _load_legacy(f: io.BytesIO, path: Path) -> Loaded:
     try:
         magic = RestrictedUnpickler(f).load()
     except RefusedGlobal:
