@@ -37,12 +37,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="training runs in parallel, each single-threaded (default 1; --quick: 2)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--recipes", default=None, metavar="NAMES",
+                   help="compare training recipes instead: train Table 1 (or --cells of it) under each of these "
+                        "(e.g. avel,authors; default 2 seeds) and report accuracy and wall time side by side")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.set_defaults(func=_reproduce)
 
 
 def _reproduce(args: argparse.Namespace) -> int:
     from avel.report.pipeline import REPORT_FILE, RESULTS_FILE, Options, parse_sections, reproduce
+    from avel.report.recipes import parse_recipes, reproduce_recipes
 
     opts = Options(out=args.out, data=args.data, seeds=args.seeds, quick=args.quick,
                    sections=parse_sections(args.only),
@@ -50,7 +54,8 @@ def _reproduce(args: argparse.Namespace) -> int:
                    videos=args.videos, categories=args.categories,
                    epochs=args.epochs,
                    device=args.device, precision=args.precision, threads=args.threads, workers=args.workers, progress=not args.quiet)
-    results = reproduce(opts)
+    results = (reproduce(opts) if args.recipes is None
+                   else reproduce_recipes(opts, parse_recipes(args.recipes)))
     t = results["timing"]
     print(f"{t['runs_trained']} runs trained, {t['runs_reused']} reused, {t['wall_seconds']:.0f} s")
     print(f"wrote {args.out / REPORT_FILE}")

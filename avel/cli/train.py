@@ -35,6 +35,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fusion-stage", default=None, choices=("early", "late", "decision"),
                    help="where A+V models fuse (default late)")
     p.add_argument("--no-bidirectional", action="store_true", help="one-directional LSTMs")
+    p.add_argument("--recipe", default="avel", metavar="NAME",
+                   help="training preset (docs/models.md): avel (default: cross-entropy, shuffled batches, "
+                        "best-validation checkpoint, early stopping) or authors (the authors' released loop: "
+                        "300 epochs, StepLR, batches in split order, checkpoint kept on test accuracy); "
+                        "explicit options override its fields")
+    p.add_argument("--fusion-blocks", type=int, default=None, metavar="N",
+                   help="DMRN/MRN fusion: stack N residual blocks (default 1, as the paper)")
+    p.add_argument("--init-from", type=Path, default=None, metavar="RUN_DIR",
+                   help="start from a trained run's attention and LSTM weights (DMRN from an A+V-att run)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("--precision", choices=PRECISIONS, default=None, help=PRECISION_HELP)
     p.set_defaults(func=_train)
@@ -52,7 +61,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from avel.data.dataset import AVEDataset
     from avel.models.registry import ModelConfig, model_spec
-    from avel.train.config import TrainConfig
+    from avel.train.recipes import recipe_config
     from avel.train.distributed import DistInfo
     from avel.train.trainer import train
 
@@ -62,9 +71,12 @@ def _train(args: argparse.Namespace) -> int:
         model_kw["fusion"] = args.fusion
     if args.fusion_stage is not None:
         model_kw["fusion_stage"] = args.fusion_stage
+    if args.fusion_blocks is not None:
+        model_kw["fusion_blocks"] = args.fusion_blocks
     train_kw = {field: getattr(args, opt) for opt, field in TRAIN_OPTIONS.items() if getattr(args, opt) is not None}
+    init_kw = {"init_from": str(args.init_from.resolve())} if args.init_from is not None else {}
     ds = AVEDataset.open(args.data, progress=not args.quiet)
-    results = train(ds, ModelConfig(**model_kw), TrainConfig(**train_kw), args.out, progress=not args.quiet)
+    results = train(ds, ModelConfig(**model_kw), recipe_config(args.recipe, args.weak, **train_kw, **init_kw), args.out, progress=not args.quiet)
     if DistInfo(rank=int(os.environ.get("RANK", "0"))).is_main:
         test = results["test"]
         print(f"{results['model']}: selected epoch {results['best_epoch']} of {results['epochs_run']} "

@@ -22,6 +22,7 @@ PER_CATEGORY_MODELS = ("A", "V", "A+V-att")  # the issue's bars (supplement Tabl
 CURVE_MODELS = ("A", "V", "V-att", "A+V", "A+V-att", "A+V-att dmrn late", "DMRFE")
 ATTENTION_MODELS = ("A+V-att", "V-att")  # first one that ran draws the attention grid
 ATTENTION_VIDEOS = 4  # rows of the attention grid
+AUDIO_ATTENTION_MODELS = ("A'-att", "A'+V-co-att")  # models with visual-guided audio attention (supplement Fig. 1)
 
 
 def short_names(ds: Any) -> list[str]:
@@ -136,8 +137,48 @@ def draw_attention(out: Path, ds: Any, records: dict[str, list[dict]]) -> dict |
                        f"(* marks event seconds); {where}. Compare the paper's Figure 5."}
 
 
+def audio_attention_maps(model: Any, inputs: dict[str, np.ndarray], shape: tuple[int, int]) -> np.ndarray | None:
+    """The model's visual-guided audio attention for `inputs` (V rows): (V, T, H, W), or None if it has none."""
+    import torch
+
+    model = model.eval()
+    with torch.no_grad():
+        out = model(**{k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in inputs.items()})
+    if out.audio_attention is None:
+        return None
+    w = out.audio_attention.float().cpu().numpy()  # (V, T, H*W), rows sum to 1
+    return w.reshape(*w.shape[:2], *shape)
+
+
+def draw_audio_attention(out: Path, ds: Any, records: dict[str, list[dict]]) -> dict | None:
+    """The supplement's Figure 1: where A'-att / A'+V-co-att listen in each second's audio map."""
+    key = next((k for k in AUDIO_ATTENTION_MODELS if records.get(k)), None)
+    if key is None or getattr(ds, "audio_map", None) is None:
+        return None
+    from avel.models.attention_variants import audio_map_shape
+    from avel.models.registry import model_spec
+    from avel.train.checkpoint import load_run
+
+    run = _first_run(records, key)
+    model, cfg, _ = load_run(out / run["run_dir"])
+    rows = pick_videos(ds, np.asarray(ds.split("test")), ATTENTION_VIDEOS)
+    inputs = {k: _rows(getattr(ds, k), rows, np.float32) for k in model_spec(cfg.name).inputs}
+    H, W, _ = audio_map_shape(cfg)
+    maps = audio_attention_maps(model, inputs, (H, W))
+    if maps is None:
+        return None
+    names = short_names(ds)
+    titles = [f"{names[c]} (row {r})" for c, r in zip(_rows(ds.mil_labels, rows).argmax(-1), rows)]
+    rel = f"{FIGURES_DIR}/audio_attention.png"
+    figures.audio_attention_grid(out / rel, maps, titles, seconds_labels=_rows(ds.event_mask, rows) > 0, model=key)
+    return {"title": f"Visual-guided audio attention ({key})", "path": rel,
+            "caption": f"Attention of {key} (first seed) over the {H} x {W} time x mel cells of each second's "
+                       f"audio map (VGGish pool5) for {len(rows)} test videos, one column per second (* marks "
+                       "event seconds). Compare the supplement's Figure 1."}
+
+
 def draw_figures(*, out: Path, dataset: Any, cells: list[Cell], records: dict[str, list[dict]]) -> list[dict]:
     """Every figure the finished runs allow; returns their results.json descriptions."""
     drawn = [draw_per_category(out, dataset, records), draw_curves(out, records),
-             draw_attention(out, dataset, records)]
+             draw_attention(out, dataset, records), draw_audio_attention(out, dataset, records)]
     return [d for d in drawn if d is not None]

@@ -1,9 +1,10 @@
 """The report's figures (matplotlib, Agg backend, written atomically as PNG).
 
 Each function takes plain arrays, so it can be drawn from any source and tested without training:
-per-category accuracy bars (supplement Table 1), validation curves, and a grid of 7x7 attention
+per-category accuracy bars (supplement Table 1), validation curves, a grid of 7x7 attention
 maps in the manner of the paper's Figure 5 (feature-only data has no frames, so the map is drawn
-alone and, on AVE-Synth, the ground-truth sounding-object cell is outlined on it).
+alone and, on AVE-Synth, the ground-truth sounding-object cell is outlined on it), and a grid of
+visual-guided audio attention maps over the audio map's time x mel cells (the supplement's Figure 1).
 """
 
 from __future__ import annotations
@@ -81,6 +82,37 @@ def curves(path: str | Path, series: Mapping[str, tuple[Sequence[float], Sequenc
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     ax.set_title("Training curves (first seed)")
+    _save(fig, path)
+    return path
+
+
+def audio_attention_grid(path: str | Path, maps: np.ndarray, titles: Sequence[str],
+                         seconds_labels: np.ndarray | None = None, model: str = "A'-att") -> Path:
+    """Visual-guided audio attention (the supplement's Figure 1): one row per video, one column per
+    second, each map the attention over the cells of that second's audio map drawn like a spectrogram
+    (time across, mel bands upwards).
+
+    maps: (V, T, H, W) weights over H time x W frequency cells (VGGish pool5: 6 x 4);
+    seconds_labels: (V, T) bool, whether the second holds the event (marked on the column title).
+    """
+    plt = _plt()
+    path = Path(path)
+    maps = np.asarray(maps, dtype=float)
+    v, t = maps.shape[:2]
+    fig, axes = plt.subplots(v, t, figsize=(1.0 * t, 1.0 * v + 0.4), squeeze=False)
+    for i in range(v):
+        for j in range(t):
+            ax = axes[i, j]
+            ax.imshow(maps[i, j].T, cmap="magma", origin="lower", aspect="auto",
+                      vmin=0.0, vmax=max(float(maps[i, j].max()), 1e-12))  # (W freq, H time)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            event = seconds_labels is not None and bool(seconds_labels[i, j])
+            ax.set_title(f"{j}s" + ("*" if event else ""), fontsize=7)
+            if j == 0:
+                ax.set_ylabel(titles[i], fontsize=7)
+    fig.suptitle(f"Visual-guided audio attention of {model} (per second: time across, mel bands up); "
+                 "* = event second", fontsize=8)
     _save(fig, path)
     return path
 

@@ -39,6 +39,20 @@ class TrainConfig:
     val_split: str = "val"  # split that selects the checkpoint and drives early stopping
     test_split: str = "test"  # split evaluated once, at the end, with the selected checkpoint
     use_noisy: bool = True  # weak models: add the background-only videos (ds.noisy) to training when present
+    # The preset these fields started from (avel.train.recipes): "avel" (these defaults) or "authors".
+    recipe: str = "avel"
+    shuffle: bool = True  # reshuffle the training rows every epoch (authors: batches in split order)
+    drop_last: bool = False  # skip the last incomplete batch of an epoch (authors: len // batch_size batches)
+    val_every: int = 1  # validate after 0-based epochs 0, k, 2k, ... (authors: 5, their `epoch % 5 == 0`)
+    lr_step: int = 0  # StepLR stepped per batch: lr * lr_gamma ** (step // lr_step); 0 = constant (authors: 15000)
+    lr_gamma: float = 0.1  # StepLR factor (authors: 0.1)
+    # Checkpoint kept: "best" (validation score, ties to the lower validation loss), "first-best" (the
+    # first epoch with the highest per-second accuracy: the authors' supervised script) or "last" (the
+    # last validated epoch: the authors' weak script). See avel.train.recipes.selection_key.
+    selection: str = "best"
+    # A run directory whose attention + LSTM weights start this run (avel.train.init_from: DMRN fine-tuned
+    # from an A+V-att run, as the authors trained theirs); None = the model's own initialisation.
+    init_from: str | None = None
     device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto" (cuda when available)
     num_threads: int | None = None  # torch CPU threads (None: torch's default)
     cache_gb: float = 4.0  # keep a split's features in memory (float32) when they fit in this many GiB
@@ -63,6 +77,7 @@ class TrainConfig:
     def validate(self) -> None:
         from avel.precision import PRECISIONS
         from avel.train.losses import LOSSES
+        from avel.train.recipes import RECIPES, SELECTIONS
 
         checks = {
             "epochs must be >= 1": self.epochs >= 1,
@@ -71,6 +86,11 @@ class TrainConfig:
             "batch_size must be >= 1": self.batch_size >= 1,
             "lr must be > 0": self.lr > 0,
             f"loss must be one of {', '.join(LOSSES)}": self.loss in LOSSES,
+            f"recipe must be one of {', '.join(RECIPES)}": self.recipe in RECIPES,
+            "val_every must be >= 1": self.val_every >= 1,
+            "lr_step must be >= 0": self.lr_step >= 0,
+            "lr_gamma must be in (0, 1]": 0 < self.lr_gamma <= 1,
+            f"selection must be one of {', '.join(SELECTIONS)}": self.selection in SELECTIONS,
             f"precision must be one of {', '.join(PRECISIONS)}": self.precision in PRECISIONS,
         }
         for message, ok in checks.items():

@@ -7,6 +7,9 @@ labels (B,T,C) for supervised models and the video-level one-hot (B,C) for weak 
     m_hat = mean_t m_t of eq. 7 (weak).
 "authors": the released code's MultiLabelSoftMarginLoss applied to softmax outputs (a sigmoid on
     top of a softmax: weak gradients, kept for comparison); weak: on softmax(mean_t m_t).
+"authors-max": as "authors", but weak models max-pool the per-second scores over time before the
+    softmax, as the authors' weakly-supervised network does (models_weakly.py, MaxPool1d over the 10
+    seconds); supervised models are unchanged. The weak "authors" recipe uses it.
 """
 
 from __future__ import annotations
@@ -35,7 +38,14 @@ def authors_loss(logits: torch.Tensor, target: torch.Tensor, weak: bool) -> torc
     return F.multilabel_soft_margin_loss(torch.softmax(scores, dim=-1), target.reshape(-1, C))
 
 
+def authors_max_loss(logits: torch.Tensor, target: torch.Tensor, weak: bool) -> torch.Tensor:
+    if not weak:
+        return authors_loss(logits, target, weak)
+    return F.multilabel_soft_margin_loss(torch.softmax(logits.amax(dim=1), dim=-1), target)
+
+
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]] = {
     "ce": cross_entropy,
     "authors": authors_loss,
+    "authors-max": authors_max_loss,
 }

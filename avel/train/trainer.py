@@ -45,6 +45,7 @@ from avel.train.evaluate import evaluate_model
 from avel.train.fingerprint import dataset_summary, fingerprint_differences, run_fingerprint
 from avel.train.losses import LOSSES
 from avel.train.perf import tune_cpu_allocator
+from avel.train import recipes
 from avel.precision import Decision, autocast, decide, grad_scaler, keep_recurrent_fp32
 
 GIB = 1024**3
@@ -234,16 +235,16 @@ class _Trainer:
     # one epoch --------------------------------------------------------------
     def _batches(self, epoch: int) -> list[np.ndarray]:
         """This rank's share of each global batch of the epoch (the same shuffle on every rank)."""
-        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-        perm = torch.randperm(len(self.train_src), generator=g).numpy()
-        bs, world = self.cfg.batch_size, self.info.world
-        steps = [perm[i:i + bs] for i in range(0, len(perm), bs)]
+        world = self.info.world
+        steps = recipes.epoch_batches(len(self.train_src), self.cfg, epoch)  # shuffled, or in split order
         return [rows[self.info.rank::world] for rows in steps if len(rows) >= world]
 
     def _train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, bar: Any) -> float:
         model.train()
         total, n = 0.0, 0
-        for step, positions in enumerate(self._batches(epoch)):
+        batches = self._batches(epoch)
+        for step, positions in enumerate(batches):
+            recipes.set_step_lr(opt, self.cfg, epoch * len(batches) + step + 1)  # StepLR per batch (lr_step > 0)
             batch = _to(self.train_src.take(positions), self.device)
             target = batch.pop(self.target_key)
             with autocast(self.precision):  # products in bf16/fp16; weights and optimizer state stay fp32
@@ -321,6 +322,10 @@ class _Trainer:
             standardize.attach(model, self._input_stats())
         model = model.to(self.device)
         keep_recurrent_fp32(model, self.precision)  # CPU: LSTMs in fp32 inside autocast (avel.precision)
+        if cfg.init_from:  # fine-tune: attention + LSTMs from another run (a resumed run then loads its own state)
+            from avel.train.init_from import init_from_run
+
+            init_from_run(ckpt.unwrap(model), self.model_cfg, cfg, cfg.init_from)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.state = _State()
         saved = ckpt.load_resume_state(self.out, model, opt) if resume else None
@@ -343,6 +348,10 @@ class _Trainer:
                 t0 = time.perf_counter()
                 train_loss = self._train_epoch(model, opt, epoch, bar)
                 self.state.steps += len(self._batches(epoch))
+                if not recipes.validates(cfg, epoch):  # val_every > 1 (the authors' recipe: every 5th epoch)
+                    self._skip_validation(model, opt, epoch, time.perf_counter() - t0)
+                    bar.end_epoch(self.state)
+                    continue
                 val = self._validate(model)
                 val.update(self._test_point(model))  # recorded only; _end_epoch decides on validation values
                 seconds = time.perf_counter() - t0
@@ -353,12 +362,23 @@ class _Trainer:
         barrier(info)
         return self._finish()
 
+    def _skip_validation(self, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, seconds: float) -> None:
+        """End an epoch without validation (val_every > 1): no checkpoint selection, no early-stopping
+        count, no history row (the curves hold validated epochs only); the resume state is saved."""
+        st = self.state
+        st.epoch = epoch + 1
+        st.train_seconds += seconds
+        if st.epoch >= self.cfg.epochs:
+            st.stopped = "max epochs"
+        if self.info.is_main:
+            ckpt.save_resume_state(self.out, model, opt, dataclasses.asdict(st))
+        barrier(self.info)
+
     def _end_epoch(self, model: nn.Module, opt: torch.optim.Optimizer, epoch: int, train_loss: float,
                    val: dict[str, float], seconds: float) -> None:
         st, cfg = self.state, self.cfg
         st.history.append({"epoch": epoch + 1, "train_loss": train_loss, **val, "seconds": seconds})
-        select = val["val_video_accuracy"] if self.weak else val["val_accuracy"]
-        key = (round(select, 6), -round(val["val_loss"], 9))
+        key = recipes.selection_key(cfg, self.weak, val, epoch)  # TrainConfig.selection
         st.epoch = epoch + 1
         st.train_seconds += seconds
         loss_improved = st.best_val_loss is None or val["val_loss"] < st.best_val_loss

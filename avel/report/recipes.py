@@ -1,0 +1,168 @@
+"""`avel reproduce --recipes avel,authors`: Table 1 trained under each training recipe, side by side.
+
+Every Table 1 cell (or the `--cells` subset) is trained once per seed and recipe
+(avel.train.recipes) on the same data; the report puts each recipe's test accuracy (mean ± std over
+seeds) beside the wall time of its training loop (the trainer's `train_seconds`: epochs with their
+validation, not the final evaluation), and the ratio of the mean times. Runs live in
+`OUT/runs/recipe-NAME/CELL/seedK` and are reused like the main reproduction's.
+
+Read the accuracies with each recipe's checkpoint selection in mind: the authors' supervised script
+keeps the checkpoint with the best *test* accuracy, which flatters it (docs/reproduce.md).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avel.errors import AvelError
+from avel.io import write_json, write_text
+from avel.report import cells as C
+from avel.report.pipeline import (REPORT_FILE, RESULTS_FILE, RUNS_DIR, Backend, Options, data_fingerprint,
+                                  dataset_info, n_workers, prepare_data, result_fields, run_record, select_cells,
+                                  train_overrides, training_status)
+from avel.report.runner import Job, run_jobs
+
+
+def parse_recipes(text: str) -> tuple[str, ...]:
+    """`avel,authors` -> ("avel", "authors"); unknown names are an error listing the valid ones."""
+    from avel.train.recipes import RECIPES
+
+    names = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown or not names:
+        raise AvelError(f"--recipes: unknown recipe(s) {', '.join(unknown) or '(none given)'}; "
+                        f"valid: {', '.join(RECIPES)}")
+    return names
+
+
+def recipe_job(recipe: str, cell: C.Cell, seed: int, ds: Any, data_fp: str, opts: Options,
+               backend: Backend) -> Job:
+    """One training + test-evaluation run of `cell` under `recipe`."""
+    from avel.train.recipes import recipe_config
+
+    from avel.train.config import RUNTIME_FIELDS
+
+    # runtime settings only (threads, precision): --quick's batch size and lr would change the recipes
+    overrides = {k: v for k, v in train_overrides(opts).items() if k in RUNTIME_FIELDS}
+    if opts.epochs is not None:  # --epochs caps every recipe alike (the report says so)
+        overrides["epochs"] = opts.epochs
+    train_cfg = recipe_config(recipe, cell.weak, seed=seed, device=opts.device, **overrides)
+    model_kwargs = cell.model_kwargs()
+    run_dir = opts.out / RUNS_DIR / f"recipe-{recipe}" / cell.slug / f"seed{seed}"
+    fp = {"recipe": recipe, "model": model_kwargs, "train": result_fields(train_cfg), "data": data_fp}
+
+    def execute(run_dir: Path) -> dict[str, Any]:
+        return run_record(backend.train(ds, model_kwargs, train_cfg, run_dir), list(ds.catalog.categories),
+                          run_dir, opts.out)
+
+    return Job(group=f"{recipe}|{cell.key}", seed=seed, label=f"{cell.key} [{recipe}] (seed {seed})",
+               run_dir=run_dir, fingerprint=fp, execute=execute, resumes=True, status=training_status)
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    arr = np.asarray(values, dtype=float)
+    return {"mean": float(arr.mean()) if len(arr) else None,
+            "std": float(arr.std(ddof=1)) if len(arr) > 1 else None, "n": int(len(arr)),
+            "values": [float(v) for v in arr]}
+
+
+def compare(records: dict[str, list[dict[str, Any]]], recipes: tuple[str, ...],
+            cells: list[C.Cell]) -> list[dict[str, Any]]:
+    """One row per cell: per recipe the test accuracy and training wall time over seeds, and each
+    recipe's mean time divided by the first recipe's."""
+    rows = []
+    for cell in cells:
+        row: dict[str, Any] = {"cell": cell.key, "recipes": {}}
+        for r in recipes:
+            recs = records.get(f"{r}|{cell.key}", [])
+            row["recipes"][r] = {
+                "accuracy": _stats([x["accuracy"] for x in recs]),
+                "train_seconds": _stats([x["train_seconds"] for x in recs if x.get("train_seconds") is not None]),
+                "epochs": [x.get("epochs") for x in recs], "best_epoch": [x.get("best_epoch") for x in recs],
+            }
+        base = row["recipes"][recipes[0]]["train_seconds"]["mean"]
+        row["time_ratio"] = {r: (row["recipes"][r]["train_seconds"]["mean"] / base
+                                 if base and row["recipes"][r]["train_seconds"]["mean"] is not None else None)
+                             for r in recipes}
+        rows.append(row)
+    return rows
+
+
+def _pm(s: dict[str, Any], digits: int = 1) -> str:
+    if s["mean"] is None:
+        return "n/a"
+    return f"{s['mean']:.{digits}f}" + (f" ± {s['std']:.{digits}f}" if s["std"] is not None else "")
+
+
+def render(results: dict[str, Any]) -> str:
+    """report.md of a recipe comparison."""
+    from avel.train.recipes import RECIPES
+
+    recipes, data = results["recipes"], results["dataset"]
+    synthetic = " (synthetic: AVE-Synth numbers test the implementation, not the paper)" if data["synthetic"] else ""
+    lines = [f"# Training recipes compared on Table 1{synthetic}", "",
+             f"Data: {data['name']}{' — synthetic' if data['synthetic'] else ''}, {data['videos']} videos "
+             f"(train/val/test {data['splits']['train']}/{data['splits']['val']}/{data['splits']['test']}); "
+             f"seeds {results['settings']['seeds']}; device {results['settings']['device']}; "
+             f"machine: {results['settings']['machine']}.", "",
+             "Test accuracy: per-second, % (mean ± std over seeds). Time: the training loop's wall time per run "
+             "(s, mean ± std; epochs and their validation, not the final evaluation). Ratio: mean time over "
+             f"the {recipes[0]} recipe's.", ""]
+    head = "| model | " + " | ".join(f"{r} accuracy | {r} time (s) | {r} epochs" for r in recipes) + " | " + \
+        " | ".join(f"time {r}/{recipes[0]}" for r in recipes[1:]) + " |"
+    lines += [head, "|" + "---|" * (1 + 3 * len(recipes) + len(recipes) - 1)]
+    for row in results["rows"]:
+        cells = []
+        for r in recipes:
+            x = row["recipes"][r]
+            ep = ",".join(str(e) for e in x["epochs"] if e is not None) or "-"
+            cells += [_pm(x["accuracy"]), _pm(x["train_seconds"], 0), ep]
+        ratios = [f"{row['time_ratio'][r]:.2f}" if row["time_ratio"][r] is not None else "n/a" for r in recipes[1:]]
+        lines.append(f"| {row['cell']} | " + " | ".join(cells + ratios) + " |")
+    lines += ["", "What each recipe selects on:", ""]
+    lines += [f"- **{r}**: {RECIPES[r].description}" for r in recipes]
+    if results["settings"].get("epochs_cap") is not None:
+        lines += ["", f"Every recipe was capped at {results['settings']['epochs_cap']} epochs (--epochs)."]
+    t = results["timing"]
+    lines += ["", f"{t['runs_trained']} runs trained, {t['runs_reused']} reused; {t['wall_seconds']:.0f} s in all.", ""]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    import os
+    import platform
+
+    return f"{platform.machine()}, {os.cpu_count()} CPUs ({platform.processor() or platform.system()})"
+
+
+def reproduce_recipes(opts: Options, recipes: tuple[str, ...], backend: Backend | None = None) -> dict[str, Any]:
+    """Train Table 1 (or opts.cells of it) under every recipe and seed; write report.md and results.json."""
+    backend = backend or Backend()
+    t0 = time.perf_counter()
+    n_seeds = opts.seeds if opts.seeds is not None else 2
+    if n_seeds < 1:
+        raise AvelError(f"--seeds must be at least 1, got {n_seeds}")
+    seeds = list(range(n_seeds))
+    cells = select_cells(C.section_cells("table1"), opts.cells)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    ds, root = prepare_data(opts, backend)
+    info = dataset_info(ds, root)
+    fp = data_fingerprint(ds)
+    # cell by cell, so that an interrupted comparison has whole rows
+    jobs = [recipe_job(r, c, s, ds, fp, opts, backend) for c in cells for r in recipes for s in seeds]
+    stats = run_jobs(jobs, progress=opts.progress, workers=n_workers(opts))
+    results = {
+        "kind": "recipe comparison", "dataset": info, "recipes": list(recipes),
+        "settings": {"seeds": seeds, "device": opts.device, "machine": machine(), "epochs_cap": opts.epochs,
+                     "workers": n_workers(opts), "synthetic": info["synthetic"]},
+        "rows": compare(stats.records, recipes, cells),
+        "timing": {"wall_seconds": time.perf_counter() - t0, "runs_trained": stats.trained,
+                   "runs_reused": stats.reused, "train_seconds": stats.seconds},
+    }
+    write_json(opts.out / RESULTS_FILE, results)
+    write_text(opts.out / REPORT_FILE, render(results))
+    return results
