@@ -174,6 +174,7 @@ def test_cli_import_then_evaluate_on_synth(tmp_path: Path, tiny_synth: Path, cap
     from avel.localize.runinfo import class_names, extractor_record, run_document, training_length
 
     doc = run_document(tmp_path / "run")
+    assert doc["train"]["standardize"] is False and doc["train"]["loss"] == "authors"  # their unscaled inputs
     names, background = class_names(doc, 29)
     assert names[0] == "Church bell" and background == 28 and training_length(doc, None) == 10
     assert extractor_record(tmp_path / "run", doc)[0] is None  # -> the authors' extractor is assumed

@@ -9,6 +9,7 @@ weights run in avel.models.authors, which computes the authors' exact forward pa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -136,10 +137,9 @@ def model_config(kind: str, hp: dict[str, int]):
     """The avel ModelConfig that rebuilds network `kind` with hyperparameters `hp`."""
     from avel.models.registry import ModelConfig
 
-    extra = {"blocks": hp["nb_block"]} if "nb_block" in hp else {}
     return ModelConfig(name=KINDS[kind].model, num_classes=hp["tagset_size"], audio_dim=hp["audio_dim"],
                        visual_dim=hp["visual_dim"], visual_grid=math.isqrt(hp["regions"]), hidden=hp["hidden_dim"],
-                       attention_dim=hp["hidden_size"], extra=extra)
+                       attention_dim=hp["hidden_size"], fusion_blocks=hp.get("nb_block", 1))
 
 
 def _class_name(loaded: Loaded) -> str:
@@ -220,15 +220,28 @@ def _write_run(run_dir: Path, model: torch.nn.Module, cfg: Any, kind: str, recor
     from avel.data.catalog import AVE_CATEGORIES, NUM_CLASSES, NUM_SEGMENTS
     from avel.io import write_json
     from avel.train.checkpoint import CONFIG_FILE, RUN_FORMAT, save_model
-    from avel.train.config import TrainConfig
 
-    train_cfg = TrainConfig(epochs=KINDS[kind].epochs, loss="authors")  # their script: Adam 1e-3, batch 64
     data = {"root": None, "synthetic": False, "num_segments": NUM_SEGMENTS,
             "categories": list(AVE_CATEGORIES) if cfg.num_classes == NUM_CLASSES else None}
     save_model(run_dir, model, cfg, {"epoch": None, "imported": record})
     write_json(run_dir / CONFIG_FILE, {"format": RUN_FORMAT, "avel_version": avel.__version__,
-                                       "model": cfg.to_dict(), "train": train_cfg.to_dict(), "data": data,
+                                       "model": cfg.to_dict(), "train": authors_training(kind).to_dict(), "data": data,
                                        "imported": record})
+
+
+def authors_training(kind: str):
+    """The TrainConfig of the authors' training script for `kind`, as far as this avel's fields say it:
+    the "authors" recipe (avel.train.recipes) where it exists, else their loss, epochs and unscaled inputs."""
+    from avel.train.config import TrainConfig
+
+    try:
+        from avel.train.recipes import recipe_fields
+
+        wanted = recipe_fields("authors", kind == "W-A+V-att")
+    except ImportError:
+        wanted = {"loss": "authors", "epochs": KINDS[kind].epochs, "standardize": False}
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in wanted.items() if k in names})
 
 
 def _write_run_dir(out_dir: Path, write: Callable[[Path], None]) -> None:

@@ -40,14 +40,14 @@ from avel.errors import AvelError
 from avel.models.registry import ModelConfig, ModelOutput, register_model
 
 HEAD_HIDDEN = 64  # the authors' L1 width (A+V-att)
-DEFAULT_BLOCKS = 1  # DMRN residual blocks in the authors' DMRN.pt (TBMRF_Net(..., nb_block=1))
 
 
-def _check_config(cfg: ModelConfig) -> None:
-    """The authors' networks are bidirectional, without dropout or a fusion choice: refuse other settings."""
+def _check_config(cfg: ModelConfig, own: tuple[str, ...] = ()) -> None:
+    """The authors' networks are bidirectional, without dropout or a fusion choice: refuse other settings
+    (`own`: fields this network does read)."""
     default = ModelConfig()
-    problems = [f"{name}={getattr(cfg, name)!r}" for name in ("bidirectional", "dropout", "fusion", "fusion_stage")
-                if getattr(cfg, name) != getattr(default, name)]
+    fixed = [n for n in ("bidirectional", "dropout", "fusion", "fusion_stage", "fusion_blocks") if n not in own]
+    problems = [f"{name}={getattr(cfg, name)!r}" for name in fixed if getattr(cfg, name) != getattr(default, name)]
     if problems:
         raise AvelError(f"{cfg.name} is the authors' fixed network; it does not take {', '.join(problems)}")
 
@@ -55,9 +55,11 @@ def _check_config(cfg: ModelConfig) -> None:
 class AuthorsNet(nn.Module):
     """Attention, two BiLSTMs, and (subclasses) a head: the part the three networks share."""
 
+    own_fields: tuple[str, ...] = ()  # ModelConfig fields beyond the shared sizes that this network reads
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        _check_config(cfg)
+        _check_config(cfg, self.own_fields)
         k = cfg.visual_grid ** 2  # regions; also the attention's hidden width (the authors' 49)
         self.lstm_audio = nn.LSTM(cfg.audio_dim, cfg.hidden, 1, batch_first=True, bidirectional=True)
         self.lstm_video = nn.LSTM(cfg.visual_dim, cfg.hidden, 1, batch_first=True, bidirectional=True)
@@ -122,14 +124,17 @@ class WeakAttNet(AttNet):
 
 
 class DMRNNet(AuthorsNet):
-    """models_fusion.py `TBMRF_Net`: `blocks` dual residual blocks on the BiLSTM outputs, then L2."""
+    """models_fusion.py `TBMRF_Net`: `cfg.fusion_blocks` (their nb_block, 1 in DMRN.pt) dual residual
+    blocks on the BiLSTM outputs, then L2."""
+
+    own_fields = ("fusion_blocks",)
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
         width = cfg.hidden * 2
-        self.blocks = int(cfg.extra.get("blocks", DEFAULT_BLOCKS))
+        self.blocks = cfg.fusion_blocks
         if self.blocks < 1:
-            raise AvelError(f"{cfg.name}: extra.blocks must be >= 1, got {self.blocks}")
+            raise AvelError(f"{cfg.name}: fusion_blocks must be >= 1, got {self.blocks}")
         self.U_v = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width))
         self.U_a = nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width))
         self.L2 = nn.Linear(width, cfg.num_classes)
