@@ -292,6 +292,17 @@ def test_code_in_the_pickle_is_refused_without_running(tmp_path: Path, case: str
     assert not (tmp_path / "run").exists()
 
 
+def test_class_source_in_a_legacy_file_is_never_run(tmp_path: Path) -> None:
+    """A 0.3 file carries each module class's source text; it is ignored, not executed."""
+    marker = tmp_path / "source-ran"
+    weights = random_weights("A+V-att", np.random.default_rng(3), hidden=HIDDEN)
+    root, storages = authors_tree("A+V-att", weights, hidden=HIDDEN)
+    root.cls = ModuleClass("models", "att_Net", source=f"open({str(marker)!r}, 'w').close()\n")
+    (tmp_path / "net.pt").write_bytes(legacy_file(root, storages))
+    check_against_numpy(import_authors(tmp_path / "net.pt", tmp_path / "run"), "A+V-att", weights)
+    assert not marker.exists()
+
+
 def test_kind_mismatch_is_an_error_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     write_legacy(tmp_path / "weak.pt", "W-A+V-att")
     assert main(["import-authors", str(tmp_path / "weak.pt"), "--out", str(tmp_path / "run"), "--kind", "A+V-att"]) == 2
