@@ -414,6 +414,8 @@ def test_output_is_all_or_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(ckpt, "save_tensors", disk_full)
     with pytest.raises(OSError):
         import_authors(tmp_path / "net.pt", tmp_path / "run")
+    with pytest.raises(OSError):
+        import_authors(tmp_path / "net.pt", tmp_path / "new" / "runs" / "run")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "net.pt"]  # no run, no temporary folder
     (tmp_path / "empty").mkdir()
     with pytest.raises(OSError):

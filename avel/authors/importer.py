@@ -246,12 +246,12 @@ def authors_training(kind: str):
 
 def _write_run_dir(out_dir: Path, write: Callable[[Path], None]) -> None:
     """Run `write(tmp)` on a fresh folder beside `out_dir`, then rename it onto `out_dir`, holding
-    out_dir's output lock; on any failure nothing is left (out_dir is removed again if it was created)."""
+    out_dir's output lock; on any failure nothing is left (the folders this call created are removed)."""
     from avel.io import LOCK_FILE, output_lock
 
     if out_dir.exists() and not out_dir.is_dir():
         raise AvelError("exists and is not a directory", out_dir)
-    created = not out_dir.exists()
+    created = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # deepest first
     lock_existed = (out_dir / LOCK_FILE).exists()
     try:
         with output_lock(out_dir):
@@ -271,11 +271,12 @@ def _write_run_dir(out_dir: Path, write: Callable[[Path], None]) -> None:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
     except BaseException:
-        if out_dir.is_dir():  # undo what this call created: its lock file, the folder itself
-            rest = [p.name for p in out_dir.iterdir()]
-            if not lock_existed and rest == [LOCK_FILE]:
+        if out_dir.is_dir():  # undo what this call created: its lock file, the folders
+            if not lock_existed and [p.name for p in out_dir.iterdir()] == [LOCK_FILE]:
                 (out_dir / LOCK_FILE).unlink(missing_ok=True)
-                rest = []
-            if created and not rest:
-                out_dir.rmdir()
+            for folder in created:
+                try:
+                    folder.rmdir()  # only while empty
+                except OSError:
+                    break
         raise
