@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="training runs in parallel, each single-threaded (default 1; --quick: 2)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--no-standardize", dest="standardize", action="store_false",
+                   help="train without per-channel input standardization (reproduces runs made before it existed)")
     p.add_argument("--recipes", default=None, metavar="NAMES",
                    help="compare training recipes instead: train Table 1 (or --cells of it) under each of these "
                         "(e.g. avel,authors; default 2 seeds) and report accuracy and wall time side by side")
@@ -52,7 +54,7 @@ def _reproduce(args: argparse.Namespace) -> int:
                    sections=parse_sections(args.only),
                    cells=None if args.cells is None else tuple(k.strip() for k in args.cells.split(",") if k.strip()),
                    videos=args.videos, categories=args.categories,
-                   epochs=args.epochs,
+                   epochs=args.epochs, standardize=args.standardize,
                    device=args.device, precision=args.precision, threads=args.threads, workers=args.workers, progress=not args.quiet)
     results = (reproduce(opts) if args.recipes is None
                    else reproduce_recipes(opts, parse_recipes(args.recipes)))

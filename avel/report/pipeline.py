@@ -55,6 +55,7 @@ class Options:
     videos: int | None = None  # AVE-Synth size when generating; None = synth's full size (quick: QUICK_VIDEOS)
     categories: int | None = None  # AVE-Synth categories when generating; None = all 28
     epochs: int | None = None  # override the training config's epoch cap
+    standardize: bool = True  # False: TrainConfig.standardize=False (--no-standardize), inputs fed unscaled
     device: str = "cpu"
     precision: str = "auto"  # compute precision of every run (avel.precision): auto, fp32, bf16
     threads: int | None = None  # torch CPU threads per training run (None: torch's default; 1 with workers > 1)
@@ -282,6 +283,8 @@ def precision_record(opts: Options) -> dict[str, Any]:
 def train_overrides(opts: Options) -> dict[str, Any]:
     """Training settings that differ from avel.train's defaults: --quick's, then --epochs."""
     out: dict[str, Any] = dict(QUICK_TRAIN) if opts.quick else {}
+    if not opts.standardize:
+        out["standardize"] = False
     threads = opts.threads if opts.threads is not None else (1 if n_workers(opts) > 1 else None)
     if threads is not None:
         out["num_threads"] = threads  # a runtime field: not part of the fingerprint
