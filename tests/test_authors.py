@@ -307,7 +307,7 @@ def test_kind_mismatch_is_an_error_and_writes_nothing(tmp_path: Path, capsys: py
     write_legacy(tmp_path / "weak.pt", "W-A+V-att")
     assert main(["import-authors", str(tmp_path / "weak.pt"), "--out", str(tmp_path / "run"), "--kind", "A+V-att"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "--kind A+V-att, but the file holds models_weakly.att_Net (W-A+V-att)" in err and "\n" not in err
+    assert "expected A+V-att (--kind), but the file holds models_weakly.att_Net (W-A+V-att)" in err and "\n" not in err
     assert not (tmp_path / "run").exists()
 
 

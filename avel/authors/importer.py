@@ -203,7 +203,7 @@ def import_authors(path: str | Path, out_dir: str | Path, kind: str | None = Non
         raise AvelError(f"unknown kind '{kind}'; valid: {', '.join(KINDS)}")
     found, tensors, hp, loaded = _read(path)
     if kind is not None and kind != found:
-        raise AvelError(f"--kind {kind}, but the file holds {KINDS[found].pickled_class} ({found})", path)
+        raise AvelError(f"expected {kind} (--kind), but the file holds {KINDS[found].pickled_class} ({found})", path)
     cfg = model_config(found, hp)
     model = create_model(cfg)
     load_weights(model, tensors, path)
