@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -31,17 +32,94 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command group not built yet
             raise
         module.register(sub)
+    from avel.cli.options import show_ranges
+
+    show_ranges(parser)  # every validated option's range in --help
     return parser
 
 
+INTERRUPT_REDELIVERY_S = 0.05  # s: delay before a swallowed Ctrl-C is delivered again
+SIGPIPE_EXIT = 128 + 13  # the shell's status for a process killed by SIGPIPE (`avel evaluate RUN | head -1`)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; user errors print one line `avel: error: ...` and return a non-zero code."""
+    """Run the CLI; user errors print one line `avel: error: PATH: problem` and return a non-zero code.
+
+    Failures caught here once for every command: AvelError; a full disk, quota, read-only file system
+    or permission error (one line naming the path written); a closed stdout pipe (quiet, status 141);
+    Ctrl-C (status 130, also when the interrupt first landed in a finalizer that swallowed it).
+    """
     args = build_parser().parse_args(argv)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _redeliver_interrupt(previous_hook)
     try:
-        return int(args.func(args) or 0)
+        return _run(args)
+    finally:
+        sys.unraisablehook = previous_hook
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a full disk or a closed pipe behind stdout shows here, not at exit
+        return code
     except AvelError as exc:
-        print(f"avel: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(str(exc), exc.exit_code)
+    except BrokenPipeError:
+        _silence_stdout()
+        return SIGPIPE_EXIT
     except KeyboardInterrupt:
         print("avel: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        from avel.errors import bounded
+        from avel.io import write_problem
+
+        reason = write_problem(exc)
+        if reason is None and not (isinstance(exc, OSError) and exc.filename):
+            raise  # a bug: keep the traceback
+        where = getattr(exc, "filename", None) or _stdout_target()
+        if where == _stdout_target():
+            _silence_stdout()  # the rest of the buffered output cannot be written either
+        return _fail(f"{bounded(str(where))}: {reason or bounded(exc.strerror or str(exc))}", AvelError.exit_code)
+
+
+def _fail(line: str, code: int) -> int:
+    print(f"avel: error: {line}", file=sys.stderr)
+    return code
+
+
+def _stdout_target() -> str:
+    """What stdout writes to (the file of `> out.json`), for error messages."""
+    try:
+        return os.readlink(f"/proc/self/fd/{sys.stdout.fileno()}")
+    except (OSError, ValueError, AttributeError):
+        return "<stdout>"
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush of unwritable output stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _redeliver_interrupt(previous):  # noqa: ANN001, ANN202 (sys.unraisablehook's signature)
+    """An unraisablehook that re-raises SIGINT when a KeyboardInterrupt was swallowed by a finalizer or
+    weakref callback (Python can only print those), so Ctrl-C always stops the command."""
+    import signal
+    import threading
+
+    def hook(unraisable) -> None:  # noqa: ANN001
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            # Sent from another thread a moment later, so that it lands after the callback has returned
+            # (a signal raised here would be handled, and swallowed, inside it); swallowed again, it re-arms.
+            timer = threading.Timer(INTERRUPT_REDELIVERY_S, os.kill, (os.getpid(), signal.SIGINT))
+            timer.daemon = True
+            timer.start()
+            return
+        previous(unraisable)
+
+    return hook

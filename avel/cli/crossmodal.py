@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from avel.cli.options import device, nonneg_int, out_dir, positive_float, positive_int
+
 SPLIT_CHOICES = ("train", "val", "test")  # the match splits: train_match, val_match, test_match
 
 
@@ -21,16 +23,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "val_match (the test split is never used). Re-running the same command resumes "
                                     "an interrupted run; a finished run is left as it is.")
     t.add_argument("--data", type=Path, required=True, metavar="DIR", help="AVE dataset directory")
-    t.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory to write")
+    t.add_argument("--out", type=out_dir, required=True, metavar="RUN_DIR", help="run directory to write")
     t.add_argument("--method", choices=("avdln", "dcca"), default="avdln", help="network and objective (avdln)")
-    t.add_argument("--epochs", type=int, default=None, help="epochs (20)")
-    t.add_argument("--batch-size", type=int, default=None, help="AVDLN pairs per step (8)")
-    t.add_argument("--lr", type=float, default=None, help="Adam learning rate (1e-3)")
-    t.add_argument("--seed", type=int, default=None, help="random seed (0)")
+    t.add_argument("--epochs", type=positive_int, default=None, help="epochs (20)")
+    t.add_argument("--batch-size", type=positive_int, default=None, help="AVDLN pairs per step (8)")
+    t.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate (1e-3)")
+    t.add_argument("--seed", type=nonneg_int, default=None, help="random seed (0)")
     t.add_argument("--shift-to", choices=("background", "any"), default=None,
                    help="AVDLN: where shifted negatives move the audio or visual second (background)")
-    t.add_argument("--cca-dim", type=int, default=None, help="DCCA: canonical directions kept (16)")
-    t.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    t.add_argument("--cca-dim", type=positive_int, default=None, help="DCCA: canonical directions kept (16)")
+    t.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda, cuda:N or auto")
     t.add_argument("--quiet", action="store_true", help="no progress display")
     t.set_defaults(func=_train)
 
@@ -45,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--split", default="test", choices=SPLIT_CHOICES, help="match split to evaluate (test)")
     e.add_argument("--json", action="store_true", help="print the results as JSON")
     e.add_argument("--per-video", action="store_true", help="also list true and predicted start seconds per video")
-    e.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    e.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda, cuda:N or auto")
     e.set_defaults(func=_evaluate)
 
     q = csub.add_parser("localize", help="localize one query span of one video (sliding-window scores)",
@@ -54,13 +56,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("run_dir", type=Path, nargs="?", metavar="RUN_DIR", help="run directory of `crossmodal train`")
     q.add_argument("--keras-weights", type=Path, metavar="FILE", help="use the authors' Keras AVDLN weights")
     q.add_argument("--data", type=Path, required=True, metavar="DIR", help="AVE dataset directory")
-    q.add_argument("--row", type=int, required=True, help="catalog row (Annotations.txt line index, 0-based)")
-    q.add_argument("--start", type=int, required=True, help="first second of the query (0-based)")
-    q.add_argument("--length", type=int, required=True, help="query length in seconds")
+    q.add_argument("--row", type=nonneg_int, required=True, help="catalog row (Annotations.txt line index, 0-based)")
+    q.add_argument("--start", type=nonneg_int, required=True, help="first second of the query (0-based)")
+    q.add_argument("--length", type=positive_int, required=True, help="query length in seconds")
     q.add_argument("--direction", choices=("A2V", "V2A"), default="A2V",
                    help="A2V: audio query, search the visual track (default); V2A: the reverse")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
-    q.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    q.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda, cuda:N or auto")
     q.set_defaults(func=_localize)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from avel.cli.options import int_range, nonneg_int, out_dir, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from avel.data.synth import DEFAULT_VIDEOS, FULL_SIZE, GENERATOR_VERSION, VERSIONS
@@ -14,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     lab = dsub.add_parser("labels", help="write labels.h5, mil_labels.h5, labels_closs.h5 from Annotations.txt")
     lab.add_argument("annotations", type=Path, help="Annotations.txt")
-    lab.add_argument("--out", type=Path, required=True, help="output folder")
+    lab.add_argument("--out", type=out_dir, required=True, help="output folder")
     lab.set_defaults(func=_labels)
 
     syn = dsub.add_parser(
@@ -22,11 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Generate AVE-Synth: a synthetic stand-in for the AVE features, in exactly the released "
                     "layout (files, keys, shapes, dtypes, splits). Its numbers test the implementation, not the "
                     "paper's claims. Deterministic for a given seed; an interrupted run resumes.")
-    syn.add_argument("--out", type=Path, required=True, help="output dataset directory")
-    syn.add_argument("--videos", type=int, default=DEFAULT_VIDEOS,
+    syn.add_argument("--out", type=out_dir, required=True, help="output dataset directory")
+    syn.add_argument("--videos", type=positive_int, default=DEFAULT_VIDEOS,
                      help=f"annotated videos (rows); default {DEFAULT_VIDEOS}, {FULL_SIZE} = AVE size (8.3 GB)")
-    syn.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    syn.add_argument("--categories", type=int, default=28,
+    syn.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
+    syn.add_argument("--categories", type=int_range(2, 28), default=28,
                      help="use the first K of the 28 AVE categories (default 28; fewer learn faster on small sets)")
     syn.add_argument("--audio-maps", action="store_true",
                      help="also write audio_feature_map.h5 (N,10,6,4,512) for visual-guided audio attention")
@@ -46,8 +48,12 @@ def _labels(args: argparse.Namespace) -> int:
     from avel.data.catalog import read_annotations
     from avel.data.labels import write_label_files
 
+    from avel.io import output_lock, remove_temporaries
+
     catalog = read_annotations(args.annotations)
-    paths = write_label_files(catalog, args.out)
+    with output_lock(args.out):
+        remove_temporaries(args.out)
+        paths = write_label_files(catalog, args.out)
     print(f"{len(catalog)} rows, {len(catalog.categories)} categories + background")
     for p in paths.values():
         print(f"wrote {p}")

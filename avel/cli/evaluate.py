@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from avel.cli.options import device
 from avel.precision import PRECISION_HELP, PRECISIONS
 
 
@@ -18,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run directory written by `avel train`, or a built-in model name (see avel models)")
     p.add_argument("--data", type=Path, default=None, metavar="DIR", help="dataset directory (default: the run's)")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda or auto")
     p.add_argument("--json", action="store_true", help="print one JSON object (accuracy, per_class, confusion, ...)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.set_defaults(func=_evaluate)

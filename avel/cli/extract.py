@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from avel.cli.options import device, nonneg_int, out_dir, positive_int
 from avel.precision import PRECISION_HELP, PRECISIONS
 
 
@@ -19,13 +20,13 @@ def add_extractor_options(p: argparse.ArgumentParser) -> None:
                    help="VGGish weights: torchvggish-port state dict, or the named source torchvggish (default)")
     g.add_argument("--vgg19-preprocessing", default=None, choices=("auto", "keras", "torchvision"),
                    help="input preprocessing; auto: from the weights file (h5 -> keras, state dict -> torchvision)")
-    g.add_argument("--frames-per-second", type=int, default=None, metavar="F",
+    g.add_argument("--frames-per-second", type=positive_int, default=None, metavar="F",
                    help="frames sampled and averaged per second (default 16, as the paper)")
-    g.add_argument("--image-size", type=int, default=None, metavar="PX", help="VGG-19 input side (default 224)")
+    g.add_argument("--image-size", type=positive_int, default=None, metavar="PX", help="VGG-19 input side (default 224)")
     g.add_argument("--resize", choices=("stretch", "crop"), default=None,
                    help="stretch frames to a square (default, the authors) or resize the short side and centre-crop")
-    g.add_argument("--batch-size", type=int, default=0, help="frames per VGG-19 pass (0: 64 on CUDA, 16 on CPU)")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--batch-size", type=nonneg_int, default=0, help="frames per VGG-19 pass (0: 64 on CUDA, 16 on CPU)")
+    g.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
 
 
@@ -54,8 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="folder of videos (file name = video ID) or a text file with one path per line")
     p.add_argument("--annotations", type=Path, default=None,
                    help="Annotations.txt: rows in its order (a video used by several rows is decoded once)")
-    p.add_argument("--out", type=Path, required=True, metavar="DATASET_DIR", help="output folder")
-    p.add_argument("--seconds", type=int, default=10,
+    p.add_argument("--out", type=out_dir, required=True, metavar="DATASET_DIR", help="output folder")
+    p.add_argument("--seconds", type=positive_int, default=10,
                    help="segments per video (AVE clips: 10); longer videos are cut, shorter ones fail")
     p.add_argument("--shard", default=None, metavar="RANK/N",
                    help="extract only shard RANK of N (separate jobs); then run once more with --merge-only")
@@ -87,15 +88,29 @@ def _rank(args: argparse.Namespace) -> tuple[int, int, bool]:
 
 
 def _extract(args: argparse.Namespace) -> int:
+    """One process writing the whole output holds its folder's lock throughout (and first clears a killed
+    run's temporaries); shards and torchrun ranks share the folder, so they lock only for the merge."""
+    from avel.features.extract import PARTS_DIR
+    from avel.io import output_lock, remove_temporaries
+
+    rank, world, distributed = _rank(args)
+    if world > 1:
+        return _extract_locked(args, rank, world, distributed, locked=False)
+    with output_lock(args.out):
+        remove_temporaries(args.out)
+        remove_temporaries(args.out / PARTS_DIR)
+        return _extract_locked(args, rank, world, distributed, locked=True)
+
+
+def _extract_locked(args: argparse.Namespace, rank: int, world: int, distributed: bool, locked: bool) -> int:
     import json
+    from contextlib import nullcontext
 
     from avel.errors import AvelError
     from avel.features.extract import FILES, PARTS_DIR, extract_shard, is_complete, make_plan, merge, wait_for_ranks
+    from avel.io import output_lock
 
-    if args.seconds < 1:
-        raise AvelError(f"--seconds must be >= 1, got {args.seconds}")
     plan = make_plan(args.videos, args.annotations)
-    rank, world, distributed = _rank(args)
     if args.merge_only:
         info_path = args.out / PARTS_DIR / FILES["extractor"]
         if not info_path.is_file():
@@ -125,7 +140,8 @@ def _extract(args: argparse.Namespace) -> int:
             print(f"shard {rank}/{world}: {ok} videos extracted, {failed} failed; "
                   f"after all shards finish: avel extract ... --merge-only")
             return 0
-    result = merge(plan, args.out, info, keep_parts=args.keep_parts)
+    with nullcontext() if locked else output_lock(args.out):
+        result = merge(plan, args.out, info, keep_parts=args.keep_parts)
     n_videos = len({r["video"] for r in json.loads((args.out / FILES["extractor"]).read_text())["rows"]})
     print(f"wrote {result.rows} rows ({n_videos} videos) to {args.out}")
     if result.failures:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from avel.cli.options import out_dir
+
 KIND_CHOICES = ("A+V-att", "W-A+V-att", "DMRN")  # avel.authors.KINDS (kept here so --help imports no torch)
 
 
@@ -15,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "in it, and write a run directory that `avel evaluate` and `avel localize` use. "
                                    "A file that names any other global is refused.")
     p.add_argument("file", type=Path, metavar="FILE", help="AV_att.pt, AV_att_weak.pt, DMRN.pt or a retrained one")
-    p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="new (or empty) run directory")
+    p.add_argument("--out", type=out_dir, required=True, metavar="RUN_DIR", help="new (or empty) run directory")
     p.add_argument("--kind", choices=KIND_CHOICES, default=None,
                    help="expected network (default: read from the pickled class; a mismatch is an error)")
     p.set_defaults(func=_import)

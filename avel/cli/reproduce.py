@@ -7,6 +7,8 @@ from pathlib import Path
 
 from avel.precision import PRECISION_HELP, PRECISIONS
 
+from avel.cli.options import device, int_range, out_dir, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -16,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "in REPORT_DIR are reused, so an interrupted reproduction continues where it stopped.")
     p.add_argument("--data", type=Path, default=None,
                    help="AVE dataset directory (default: generate AVE-Synth with audio maps into OUT/data)")
-    p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="report directory")
-    p.add_argument("--seeds", type=int, default=None, help="training runs per cell (default 3; --quick: 2)")
+    p.add_argument("--out", type=out_dir, required=True, metavar="REPORT_DIR", help="report directory")
+    p.add_argument("--seeds", type=positive_int, default=None, help="training runs per cell (default 3; --quick: 2)")
     p.add_argument("--quick", action="store_true",
                    help="small AVE-Synth (280 videos), 2 seeds, 3 epochs at batch 16 and lr 3e-3: the whole pipeline "
                         "in minutes on 2 CPU cores")
@@ -25,16 +27,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated subset of: table1, table2, supp_table1, supp_table3, edtcn, table3")
     p.add_argument("--cells", default=None, metavar="KEYS",
                    help="comma-separated cells to train, as the report names them (e.g. 'A,V-att,A+V-att gmu early')")
-    p.add_argument("--videos", type=int, default=None,
+    p.add_argument("--videos", type=positive_int, default=None,
                    help="AVE-Synth size when generating (default 4143, the release's; --quick: 280)")
-    p.add_argument("--categories", type=int, default=None,
+    p.add_argument("--categories", type=int_range(2, 28), default=None,
                    help="AVE-Synth categories when generating (default all 28; at least 10 videos each)")
-    p.add_argument("--epochs", type=int, default=None, help="cap on training epochs per run")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None, help="cap on training epochs per run")
+    p.add_argument("--device", type=device, default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads per run (default: torch's, or 1 with --workers > 1; "
                         "1 is faster on a busy machine)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="training runs in parallel, each single-threaded (default 1; --quick: 2)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("--no-standardize", dest="standardize", action="store_false",
@@ -47,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
+    from avel.io import output_lock, remove_temporaries
     from avel.report.pipeline import REPORT_FILE, RESULTS_FILE, Options, parse_sections, reproduce
     from avel.report.recipes import parse_recipes, reproduce_recipes
 
@@ -56,7 +59,9 @@ def _reproduce(args: argparse.Namespace) -> int:
                    videos=args.videos, categories=args.categories,
                    epochs=args.epochs, standardize=args.standardize,
                    device=args.device, precision=args.precision, threads=args.threads, workers=args.workers, progress=not args.quiet)
-    results = (reproduce(opts) if args.recipes is None
+    with output_lock(args.out):  # one reproduction per report folder; a killed one's temporaries go first
+        remove_temporaries(args.out)
+        results = (reproduce(opts) if args.recipes is None
                    else reproduce_recipes(opts, parse_recipes(args.recipes)))
     t = results["timing"]
     print(f"{t['runs_trained']} runs trained, {t['runs_reused']} reused, {t['wall_seconds']:.0f} s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from avel.cli.options import device, nonneg_int, out_dir, positive_float, positive_int
 from avel.precision import PRECISION_HELP, PRECISIONS
 
 
@@ -16,21 +17,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "command resumes an interrupted run. Works under `torchrun --nproc-per-node N -m avel train`.")
     p.add_argument("--data", type=Path, required=True, metavar="DIR", help="AVE dataset directory")
     p.add_argument("--model", required=True, metavar="NAME", help="model name: A, V, V-att, A+V, A+V-att, DMRN, or any registered model")
-    p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory to write")
+    p.add_argument("--out", type=out_dir, required=True, metavar="RUN_DIR", help="run directory to write")
     p.add_argument("--weak", action="store_true", help="weakly supervised (W-) variant: video labels + MIL pooling")
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 100; early stopping)")
-    p.add_argument("--patience", type=int, default=None, help="epochs without validation gain before stopping (8)")
-    p.add_argument("--min-steps", type=int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None, help="maximum epochs (default 100; early stopping)")
+    p.add_argument("--patience", type=positive_int, default=None, help="epochs without validation gain before stopping (8)")
+    p.add_argument("--min-steps", type=nonneg_int, default=None,
                    help="never stop early before this many optimizer steps (250)")
     p.add_argument("--no-standardize", dest="standardize", action="store_const", const=False, default=None,
                    help="feed the features unscaled (default: standardize each channel with the training "
                         "split's mean and std, stored in the checkpoint)")
-    p.add_argument("--batch-size", type=int, default=None, help="global batch size (64)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (1e-3)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (0)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="global batch size (64)")
+    p.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate (1e-3)")
+    p.add_argument("--seed", type=nonneg_int, default=None, help="random seed (0)")
     p.add_argument("--loss", default=None, help="ce (default: cross-entropy on logits) or authors")
-    p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:N or auto")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--device", type=device, default=None, help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     p.add_argument("--fusion", default=None, help="fusion method for A+V models (default concat)")
     p.add_argument("--fusion-stage", default=None, choices=("early", "late", "decision"),
                    help="where A+V models fuse (default late)")
@@ -40,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "best-validation checkpoint, early stopping) or authors (the authors' released loop: "
                         "300 epochs, StepLR, batches in split order, checkpoint kept on test accuracy); "
                         "explicit options override its fields")
-    p.add_argument("--fusion-blocks", type=int, default=None, metavar="N",
+    p.add_argument("--fusion-blocks", type=positive_int, default=None, metavar="N",
                    help="DMRN/MRN fusion: stack N residual blocks (default 1, as the paper)")
     p.add_argument("--init-from", type=Path, default=None, metavar="RUN_DIR",
                    help="start from a trained run's attention and LSTM weights (DMRN from an A+V-att run)")
@@ -65,7 +66,10 @@ def _train(args: argparse.Namespace) -> int:
     from avel.train.distributed import DistInfo
     from avel.train.trainer import train
 
-    model_spec(args.model)  # unknown name: one line listing the valid ones, before opening any data
+    from avel.data.dataset import require_model_inputs
+
+    spec = model_spec(args.model)  # unknown name: one line listing the valid ones, before opening any data
+    require_model_inputs(args.data, args.model, spec.inputs)
     model_kw = {"name": args.model, "weak": args.weak, "bidirectional": not args.no_bidirectional}
     if args.fusion is not None:
         model_kw["fusion"] = args.fusion

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from avel.crossmodal.models import CrossModalConfig, CrossModalNet, build_model
-from avel.errors import AvelError
+from avel.errors import AvelError, require_field, require_finite_weights
 from avel.io import atomic_path, write_json
 
 KIND = "avel-crossmodal"
@@ -38,9 +38,11 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+            tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise AvelError(f"not a readable safetensors file: {exc}", path) from exc
+    require_finite_weights(tensors, path)
+    return tensors, meta
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -62,6 +64,8 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise AvelError("run directory not found", run_dir)
     cfg = read_json(run_dir / CONFIG)
+    if not isinstance(cfg, dict):
+        raise AvelError(f"must be a JSON object, got {type(cfg).__name__}", run_dir / CONFIG)
     if cfg.get("kind") != KIND:
         raise AvelError(f"not a cross-modal run (kind {cfg.get('kind')!r}, expected {KIND!r})", run_dir / CONFIG)
     if cfg.get("format") != FORMAT:
@@ -77,7 +81,7 @@ def load_model(run_dir: str | Path, device: str = "cpu") -> tuple[CrossModalNet,
     """Rebuild a trained network from its run directory: (model in eval mode, config.json)."""
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
-    model_cfg = CrossModalConfig.from_dict(cfg["model"], run_dir / CONFIG)
+    model_cfg = CrossModalConfig.from_dict(require_field(cfg, "model", run_dir / CONFIG), run_dir / CONFIG)
     weights = run_dir / WEIGHTS
     if not weights.is_file():
         raise AvelError(f"no {WEIGHTS} (training not finished? rerun `avel crossmodal train` to resume)", run_dir)

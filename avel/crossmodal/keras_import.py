@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from avel.crossmodal.models import AVDLN, CrossModalConfig
-from avel.errors import AvelError
+from avel.errors import AvelError, require_finite_weights
 
 # Dense layers in creation order -> (module in AVDLN, human name).
 DENSE_ORDER = (("visual.0", "visual branch, first Dense"), ("visual.2", "visual branch, second Dense"),
@@ -83,8 +83,7 @@ def load_keras_avdln(path: str | Path, cfg: CrossModalConfig | None = None) -> A
         if kernel.shape != want or bias.shape != (want[1],):
             raise AvelError(f"layer '{layer}' ({what}) has kernel {tuple(kernel.shape)} and bias "
                             f"{tuple(bias.shape)}, expected kernel {want} and bias ({want[1]},)", path)
-        if not (np.isfinite(kernel).all() and np.isfinite(bias).all()):
-            raise AvelError(f"layer '{layer}' holds non-finite weights", path)
+        require_finite_weights({f"{layer}/kernel": kernel, f"{layer}/bias": bias}, path)
         state[f"{module_name}.weight"] = torch.from_numpy(np.ascontiguousarray(kernel.T, dtype=np.float32))
         state[f"{module_name}.bias"] = torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32))
     model.load_state_dict(state)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from avel.errors import AvelError, reject_unknown_fields
+from avel.errors import AvelError, dataclass_from_dict
 
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), the floor under the squared distance
 KERAS_LEAKY_ALPHA = 0.3  # keras.layers.LeakyReLU default alpha, as used by the authors
@@ -47,16 +47,19 @@ class CrossModalConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], path: Any = None) -> "CrossModalConfig":
-        reject_unknown_fields(cls, d, "cross-modal config", path)
-        cfg = cls(**d)
-        cfg.validate(path)
-        return cfg
+        """From stored JSON: every field's type checked, then `validate`; errors name `path`."""
+        return dataclass_from_dict(cls, d, "cross-modal config", path)
 
     def validate(self, path: Any = None) -> None:
         if self.method not in METHODS:
             raise AvelError(f"unknown cross-modal method '{self.method}'; valid: {', '.join(METHODS)}", path)
         if self.method == "dcca" and not 0 < self.cca_dim <= self.embed_dim:
             raise AvelError(f"cca_dim must be in 1..embed_dim={self.embed_dim}, got {self.cca_dim}", path)
+        sizes = ("audio_dim", "visual_dim", "audio_hidden", "visual_hidden", "embed_dim")
+        bad = [f"{k}={getattr(self, k)}" for k in sizes if getattr(self, k) < 1]
+        bad += [f"{k}={getattr(self, k)}" for k in ("distance_eps", "cca_reg") if getattr(self, k) < 0]
+        if bad:
+            raise AvelError(f"invalid cross-modal config: {', '.join(bad)}", path)
 
 
 def branch(in_dim: int, hidden: int, out_dim: int, slope: float) -> nn.Sequential:

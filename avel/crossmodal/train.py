@@ -209,8 +209,18 @@ def _check_same_run(run_dir: Path, model_cfg: CrossModalConfig, train_cfg: Cross
 
 def train_run(train: CrossModalData, val: CrossModalData, run_dir: str | Path, model_cfg: CrossModalConfig,
               train_cfg: CrossModalTrainConfig, *, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
-    """Train into `run_dir` (resuming or reusing what is there) and return its metrics.json content."""
-    run_dir = Path(run_dir)
+    """Train into `run_dir` (resuming or reusing what is there) and return its metrics.json content.
+
+    The run folder is locked while training (`output_lock`): a second writer fails at once."""
+    from avel.io import output_lock, remove_temporaries
+
+    with output_lock(run_dir):
+        remove_temporaries(run_dir)  # a killed run's atomic-write temporaries
+        return _train_run(train, val, Path(run_dir), model_cfg, train_cfg, device=device, progress=progress)
+
+
+def _train_run(train: CrossModalData, val: CrossModalData, run_dir: Path, model_cfg: CrossModalConfig,
+               train_cfg: CrossModalTrainConfig, *, device: str, progress: bool) -> dict[str, Any]:
     model_cfg.validate()
     train_cfg.validate()
     check_dims(train, model_cfg.audio_dim, model_cfg.visual_dim)

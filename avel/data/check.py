@@ -23,7 +23,7 @@ from avel.data.dataset import (ANNOTATIONS, AUDIO_FILE, AUDIO_ROW, NOISY_FILES, 
                                VISUAL_VEC_FILE, VISUAL_VEC_ROW)
 from avel.data.labels import LABEL_FILES, event_mask, segment_labels, video_labels
 from avel.data.splits import MATCH_FILES, ORDER_FILES, SPLITS, read_order
-from avel.data.store import SourceInfo, first_nonfinite_row, inspect_h5
+from avel.data.store import FLOAT16_MAX, SourceInfo, first_nonfinite_row, inspect_h5
 from avel.data.synth import AUDIO_MAP_FILE, OBJECT_CELLS_FILE, length_histogram, read_marker
 from avel.errors import AvelError
 from avel.io import read_h5
@@ -31,6 +31,7 @@ from avel.progress import stderr_progress
 
 CHUNK_BYTES = 128 * 2**20  # bytes of a feature file read per step while scanning for NaN/Inf
 CELLS = 49  # 7x7 grid cells addressed by object_cells.h5
+FLOAT16_FILES = (VISUAL_FILE, NOISY_FILES["visual"], AUDIO_MAP_FILE)  # cached as float16 (AVEDataset)
 
 
 @dataclass
@@ -114,13 +115,19 @@ def _expect(path: Path, n: int | None, row: tuple[int, ...], what: str, floating
 
 
 def scan_values(info: SourceInfo, label: str, progress=None) -> FeatureStats:
-    """Stream a feature file: fail on NaN/Inf (naming the row), collect statistics."""
+    """Stream a feature file: fail on NaN/Inf and, for files the training cache stores as float16,
+    on values beyond its range (naming the row); collect statistics."""
     stats = FeatureStats(info.path.name, info.shape, str(info.dtype))
     task = progress.add_task(f"scanning {info.path.name}", total=info.shape[0]) if progress else None
+    half = info.path.name in FLOAT16_FILES
     for i0, i1, rows in iter_chunks(info):
         bad = first_nonfinite_row(rows)
         if bad is not None:
             raise AvelError(f"row {i0 + bad}: NaN or infinite values in {label}", info.path)
+        if half and rows.size and np.abs(rows).max() > FLOAT16_MAX:
+            r = int(np.flatnonzero(np.abs(rows.reshape(len(rows), -1)).max(axis=1) > FLOAT16_MAX)[0])
+            raise AvelError(f"row {i0 + r}: {label} exceed {FLOAT16_MAX:g}, the float16 range of the feature "
+                            "cache (avel train would refuse this file)", info.path)
         stats.add(rows)
         if progress:
             progress.update(task, completed=i1)
@@ -156,6 +163,10 @@ def _check_splits(root: Path, n: int, catalog: Catalog, notes: list[str]) -> dic
         if not path.is_file():
             raise AvelError("split file not found", path)
         out[s] = read_order(path, n)
+    empty = [s for s in SPLITS if len(out[s]) == 0]
+    if empty:
+        raise AvelError(f"the {empty[0]} split is empty (avel train needs rows in {', '.join(SPLITS)})",
+                        root / ORDER_FILES[empty[0]])
     seen: dict[int, str] = {}
     for s in SPLITS:
         for r in out[s]:
@@ -200,6 +211,9 @@ def check_dataset(root: str | Path, progress: bool = True) -> CheckReport:
         tail = inspect_h5(root / AUDIO_MAP_FILE).shape[2:]
         feats.append((_expect(root / AUDIO_MAP_FILE, n, (NUM_SEGMENTS, *tail) if len(tail) == 3
                               else (NUM_SEGMENTS, 6, 4, 512), "audio maps"), "audio maps"))
+    else:
+        report.notes.append(f"no {AUDIO_MAP_FILE}: models that need spatial audio maps "
+                            f"({', '.join(_audio_map_models())}) cannot be trained on this dataset")
     _check_labels(root, catalog, report.notes)
     report.splits = _check_splits(root, n, catalog, report.notes)
     feats += _check_noisy(root, report)
@@ -208,6 +222,13 @@ def check_dataset(root: str | Path, progress: bool = True) -> CheckReport:
                          disable=not progress, transient=True) as bar:
         report.features = [scan_values(info, label, bar) for info, label in feats]
     return report
+
+
+def _audio_map_models() -> list[str]:
+    """Registered models that read spatial audio maps."""
+    from avel.models.registry import list_models, model_spec
+
+    return [m for m in list_models() if "audio_map" in model_spec(m).inputs]
 
 
 def _check_noisy(root: Path, report: CheckReport) -> list[tuple[SourceInfo, str]]:

@@ -214,6 +214,24 @@ class AVEDataset:
         return f"AVEDataset({str(self.root)!r}, {kind}, {len(self)} rows)"
 
 
+# Optional model inputs (ModelSpec.inputs) -> the dataset file that provides them.
+INPUT_FILES = {"audio_map": AUDIO_MAP_FILE}
+
+
+def missing_input_files(root: str | Path, inputs: tuple[str, ...]) -> list[str]:
+    """Files of a dataset directory that the model inputs `inputs` need but that are absent."""
+    return [INPUT_FILES[k] for k in inputs if k in INPUT_FILES and not (Path(root) / INPUT_FILES[k]).is_file()]
+
+
+def require_model_inputs(root: str | Path, model: str, inputs: tuple[str, ...]) -> None:
+    """Refuse, before any work, a model whose inputs the dataset does not hold (e.g. A' models without
+    audio maps): one line naming the missing file."""
+    missing = missing_input_files(root, inputs)
+    if missing:
+        raise AvelError(f"model '{model}' needs {missing[0]}, which this dataset lacks (AVE-Synth writes it "
+                        "with `avel data synth --audio-maps`)", Path(root) / missing[0])
+
+
 class SplitView:
     """A dataset with other split rows: everything else (features, labels, catalog) is the wrapped
     dataset's. For experiments that need another split than the stored one (e.g. a larger test

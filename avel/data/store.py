@@ -13,8 +13,10 @@ that metadata exists and the fingerprint equals the current source's; otherwise 
 Atomic and resumable. Conversion writes `<name>.npy.part` and records progress (rows done, the
 fingerprint) in `<name>.progress.json` after each chunk; an interrupted conversion resumes from
 there. The finished part is renamed onto `<name>.npy` and the metadata is written last, so a crash
-at any point leaves nothing that is later trusted. A lock file serialises concurrent conversions
-of the same array by several processes.
+at any point leaves nothing that is later trusted. The cache folder's `avel.io.output_lock` (in
+waiting mode) serialises conversions by several processes; its holder first deletes temporaries
+no progress record can resume. A build that fails (full disk, NaN values) removes its part file,
+and a full disk is reported against the cache file, never the source.
 """
 
 from __future__ import annotations
@@ -22,15 +24,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from avel.errors import AvelError
-from avel.io import H5_KEY, open_h5, write_json
+from avel.io import H5_KEY, open_h5, output_lock, remove_temporaries, write_json, write_problem
 from avel.progress import stderr_progress
 
 CACHE_DIRNAME = ".avel_cache"  # default cache folder inside a dataset directory
@@ -104,23 +105,20 @@ class FeatureStore:
         fp = self.fingerprint(info, dtype, None if transform is None else transform[0])
         npy, meta = self.cache_dir / f"{name}.npy", self.cache_dir / f"{name}.json"
         if not self._trusted(npy, meta, fp):
-            with self._lock(name):  # another process may be converting the same file: wait, then recheck
+            # another process may be converting: wait for it (it holds the folder's lock), then recheck
+            with output_lock(self.cache_dir, wait=True):
+                self._remove_stale_parts()
                 if not self._trusted(npy, meta, fp):
                     self._convert(info, npy, meta, fp, dtype, row_shape, None if transform is None else transform[1])
         return np.load(npy, mmap_mode="r")
 
-    @contextmanager
-    def _lock(self, name: str) -> Iterator[None]:
-        """Exclusive advisory lock on `<name>.lock` in the cache folder (released on exit or crash)."""
-        import fcntl
-
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.cache_dir / f"{name}.lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+    def _remove_stale_parts(self) -> None:
+        """With the folder locked: delete atomic-write temporaries and `.npy.part` files that no
+        progress record can resume (left by a killed or failed conversion)."""
+        remove_temporaries(self.cache_dir)
+        for part in self.cache_dir.glob("*.npy.part"):
+            if not part.with_name(part.name[:-len(".npy.part")] + ".progress.json").is_file():
+                part.unlink(missing_ok=True)
 
     @staticmethod
     def fingerprint(info: SourceInfo, dtype: np.dtype, transform_id: str | None = None) -> dict:
@@ -154,22 +152,22 @@ class FeatureStore:
         progress_file = npy.with_name(npy.stem + ".progress.json")
         n = info.shape[0]
         shape = (n, *row_shape)
-        header_len = _write_header(part, shape, dtype)
         done = _resume_rows(progress_file, fp, n)
         row_bytes = max(1, int(np.prod(info.shape[1:])) * info.dtype.itemsize)
         step = max(1, CHUNK_BYTES // row_bytes)
         hasher = hashlib.blake2b(digest_size=16)
         out_row_bytes = int(np.prod(row_shape)) * dtype.itemsize
         try:
+            header_len = _write_header(part, shape, dtype)
             with h5py.File(info.path, "r") as f, open(part, "r+b") as out, _progress(self.progress) as bar:
                 dset = f[info.key]
                 task = bar.add_task(f"caching {info.path.name}", total=n, completed=done)
                 for i0 in range(0, done, step):  # resumed: rehash rows already converted (cheap)
-                    hasher.update(np.ascontiguousarray(dset[i0:min(i0 + step, done)]).data)
+                    hasher.update(_read_rows(dset, i0, min(i0 + step, done), info.path).data)
                 out.seek(header_len + done * out_row_bytes)
                 for i0 in range(done, n, step):
                     i1 = min(i0 + step, n)
-                    src = np.ascontiguousarray(dset[i0:i1])
+                    src = _read_rows(dset, i0, i1, info.path)
                     hasher.update(src.data)
                     bad = first_nonfinite_row(src)
                     if bad is not None:
@@ -181,12 +179,28 @@ class FeatureStore:
                     out.flush()
                     write_json(progress_file, {"fingerprint": fp, "rows_done": i1})
                     bar.update(task, completed=i1)
-        except OSError as exc:
-            raise AvelError(f"cannot read rows for the cache (truncated or corrupt?): {exc}", info.path) from None
-        os.replace(part, npy)
-        progress_file.unlink(missing_ok=True)
-        write_json(meta, {"fingerprint": fp, "shape": list(shape), "dtype": dtype.str,
-                          "cache_bytes": npy.stat().st_size, "source_values_blake2b": hasher.hexdigest()})
+            os.replace(part, npy)
+            progress_file.unlink(missing_ok=True)
+            write_json(meta, {"fingerprint": fp, "shape": list(shape), "dtype": dtype.str,
+                              "cache_bytes": npy.stat().st_size, "source_values_blake2b": hasher.hexdigest()})
+        except Exception as exc:  # a failed build (full disk, bad values) leaves nothing behind
+            for leftover in (part, progress_file):
+                leftover.unlink(missing_ok=True)
+            if write_problem(exc) is not None:
+                raise AvelError(f"cannot write the feature cache: {write_problem(exc)} (free space, or set "
+                                f"{CACHE_ENV} to a folder with room)", npy) from None
+            if isinstance(exc, OSError) and not isinstance(exc, AvelError):
+                raise AvelError(f"cannot read rows for the cache (truncated or corrupt?): {exc}", info.path) from None
+            raise
+
+
+def _read_rows(dset, i0: int, i1: int, source: Path) -> np.ndarray:  # noqa: ANN001 (h5py Dataset)
+    """Rows i0..i1 of the source; a read failure blames the source file (never a write failure)."""
+    try:
+        return np.ascontiguousarray(dset[i0:i1])
+    except OSError as exc:
+        raise AvelError(f"cannot read rows {i0}..{i1 - 1} for the cache (truncated or corrupt?): {exc}", source) \
+            from None
 
 
 def _write_header(part: Path, shape: tuple[int, ...], dtype: np.dtype) -> int:

@@ -39,7 +39,8 @@ from avel.data.catalog import (AVE_CATEGORIES, BACKGROUND, NUM_CLASSES, NUM_EVEN
 from avel.data.labels import write_label_files
 from avel.data.splits import MATCH_FILES, ORDER_FILES, write_order
 from avel.errors import AvelError
-from avel.io import H5_KEY, read_json_if_exists, write_h5, write_json, write_text
+from avel.io import (H5_KEY, is_write_failure, output_lock, read_json_if_exists, remove_temporaries, write_h5,
+                     write_json, write_problem, write_text)
 from avel.progress import stderr_progress
 
 GENERATOR_VERSION = 2  # the default generator version (recorded in the marker file); see VERSIONS
@@ -404,18 +405,39 @@ def generate(out_dir: str | Path, videos: int = DEFAULT_VIDEOS, seed: int = 0, a
     `version` picks the generator (VERSIONS; `params` None means that version's parameters).
     Deterministic for (videos, seed, version, params). An interrupted run resumes where it stopped when
     called again with the same arguments. The marker file is written last: a directory without
-    it is incomplete.
+    it is incomplete. The folder is locked (`output_lock`) while writing: a second writer fails at
+    once. A full disk removes every temporary (no resume data is worth a full disk) and names the folder.
     """
-    import h5py
-
     out = Path(out_dir)
     if not 2 <= categories <= NUM_EVENT_CLASSES:
         raise AvelError(f"categories must be in 2..{NUM_EVENT_CLASSES}, got {categories}")
     if videos < categories:
         raise AvelError(f"--videos must be at least {categories} (one per category), got {videos}")
     _check_out_dir(out)
-    out.mkdir(parents=True, exist_ok=True)
-    p = params or params_for(version)
+    params = params or params_for(version)
+    with output_lock(out):
+        remove_temporaries(out)  # atomic-write temporaries of a killed run (the resumable parts are kept)
+        try:
+            return _write(out, videos, seed, audio_maps, noisy, categories, params, progress, version)
+        except Exception as exc:
+            if not is_write_failure(exc):
+                raise
+            for name in BIG_FILES.values():  # the progress record stays: it marks the folder as AVE-Synth's
+                (out / f".{name}.part").unlink(missing_ok=True)
+            if isinstance(exc, AvelError):
+                raise
+            raise AvelError(f"cannot write AVE-Synth: {write_problem(exc)} (temporary files removed)", out) from None
+
+
+BIG_FILES = {"audio": "audio_feature.h5", "visual": "visual_feature.h5", "audio_map": AUDIO_MAP_FILE}
+
+
+def _write(out: Path, videos: int, seed: int, audio_maps: bool, noisy: int | None, categories: int,
+           params: SynthParams, progress: bool, version: int) -> Path:
+    """The body of `generate`, with the folder locked."""
+    import h5py
+
+    p = params
     n_noisy = default_noisy(videos) if noisy is None else noisy
     world = make_world(seed, p)
     catalog = make_catalog(videos, seed, categories)
@@ -451,10 +473,10 @@ def generate(out_dir: str | Path, videos: int = DEFAULT_VIDEOS, seed: int = 0, a
     write_h5(out / "labels_noisy.h5", {H5_KEY: noisy_labels})
 
     # Large files: written in chunks to temporary names, resumable, renamed at the end.
-    big = {"audio": ("audio_feature.h5", (AUDIO_DIM,)),
-           "visual": ("visual_feature.h5", (GRID, GRID, VISUAL_DIM))}
+    big = {"audio": (BIG_FILES["audio"], (AUDIO_DIM,)),
+           "visual": (BIG_FILES["visual"], (GRID, GRID, VISUAL_DIM))}
     if audio_maps:
-        big["audio_map"] = (AUDIO_MAP_FILE, AUDIO_MAP_SHAPE)
+        big["audio_map"] = (BIG_FILES["audio_map"], AUDIO_MAP_SHAPE)
     parts = {k: out / f".{name}.part" for k, (name, _) in big.items()}
     done = _resume_point(out, meta, parts)
     files = {}

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from avel.cache import CachedFile, cache_root, fetch, file_digest
-from avel.errors import AvelError
+from avel.errors import AvelError, require_finite_weights
 from avel.io import atomic_path
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -182,6 +182,7 @@ def load_weights(value: str, module: nn.Module, net: str) -> LoadedWeights:
     state, fmt = read_state_dict(path, net)
     ignore = ("classifier.",) if net == "vgg19" else ("pproc.",)  # heads / PCA params avel does not use
     state = check_state_dict(state, module, net, path, ignore)
+    require_finite_weights(state, path)  # NaN weights would turn every video into NaN features
     module.load_state_dict({k: v.contiguous() for k, v in state.items()}, assign=True)
     return LoadedWeights(net=net, state_dict=state, file_format=fmt, path=path, sha256=file_digest(path))
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from avel.errors import AvelError, reject_unknown_fields
+from avel.errors import AvelError, dataclass_from_dict
 
 
 @dataclass
@@ -44,12 +44,21 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        reject_unknown_fields(cls, d, "model config")
-        d = dict(d)
-        if d.get("audio_map_shape") is not None:
-            d["audio_map_shape"] = tuple(d["audio_map_shape"])
-        return cls(**d)
+    def from_dict(cls, d: dict[str, Any], path: Any = None) -> "ModelConfig":
+        """From stored JSON: every field's type and range checked, errors naming `path`."""
+        return dataclass_from_dict(cls, d, "model config", path)
+
+    def validate(self) -> None:
+        """Ranges a model can be built with (types are checked by from_dict)."""
+        sizes = {"num_classes": self.num_classes, "audio_dim": self.audio_dim, "visual_dim": self.visual_dim,
+                 "visual_grid": self.visual_grid, "hidden": self.hidden, "attention_dim": self.attention_dim}
+        bad = [f"{k}={v} (must be >= 1)" for k, v in sizes.items() if v < 1]
+        if not 0.0 <= self.dropout < 1.0:
+            bad.append(f"dropout={self.dropout} (must be in [0, 1))")
+        if self.audio_map_shape is not None and min(self.audio_map_shape) < 1:
+            bad.append(f"audio_map_shape={list(self.audio_map_shape)} (sizes must be >= 1)")
+        if bad:
+            raise AvelError(f"invalid model config: {', '.join(bad)}")
 
 
 @dataclass

@@ -394,6 +394,11 @@ def reproduce(opts: Options, backend: Backend | None = None) -> dict[str, Any]:
                 "runs_reused": stats.reused, "train_seconds": stats.seconds},
     )
     write_json(opts.out / RESULTS_FILE, results)
+    n_workers(opts)  # bad --workers, --device: fail before generating any data
+    if opts.device != "cpu":
+        from avel.train.distributed import resolve_device
+
+        resolve_device(opts.device)
     write_text(opts.out / REPORT_FILE, render_report(results))
     return results
 

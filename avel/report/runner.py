@@ -18,6 +18,7 @@ known, else the mean), divided among the workers.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -220,15 +221,38 @@ def _fork_pool(todo: list[Job], n: int):
     global _FORK_JOBS, _FORK_STARTS
     ctx = mp.get_context("fork")
     _FORK_JOBS, _FORK_STARTS = list(todo), ctx.SimpleQueue()  # set before the fork: workers copy them
-    return ctx.Pool(n, initializer=_single_threaded)
+    return ctx.Pool(n, initializer=_init_worker, initargs=(os.getpid(),))
 
 
-def _single_threaded() -> None:
-    """Pool workers share the cores: one torch thread each (also avoids OpenMP's fork troubles)."""
+def _init_worker(parent_pid: int) -> None:
+    """Pool workers share the cores: one torch thread each (also avoids OpenMP's fork troubles). They
+    die with their parent and leave Ctrl-C to it (it terminates the pool), so a killed or interrupted
+    reproduction leaves no orphan training runs and no worker tracebacks."""
+    import signal
     import sys
 
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h: signal delivered to this process when its parent thread exits
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a forked child: receive SIGTERM when the parent dies (Linux prctl), and exit now if it already has."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl: the parent-pid check below still catches a parent gone before this point
+    if os.getppid() != parent_pid:  # the parent died between fork and prctl
+        os._exit(1)
 
 
 def _run_parallel(pool: Any, todo: list[Job], eta: _Eta, status: StatusColumn,

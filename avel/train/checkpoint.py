@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import avel
-from avel.errors import AvelError
+from avel.errors import AvelError, require_field, require_finite_weights
 from avel.io import atomic_path, write_json
 from avel.models.registry import ModelConfig, create_model
 from avel.train import standardize
@@ -62,9 +62,11 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise AvelError("file not found", path)
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise AvelError(f"not a readable safetensors file (truncated?): {exc}", path) from exc
+    require_finite_weights(tensors, path)
+    return tensors
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -80,6 +82,8 @@ def save_model(run_dir: Path, model: nn.Module, cfg: ModelConfig, info: dict[str
 
 
 def _check_format(doc: dict[str, Any], path: Path) -> None:
+    if not isinstance(doc, dict):
+        raise AvelError(f"must be a JSON object, got {type(doc).__name__}", path)
     fmt = doc.get("format")
     if fmt != RUN_FORMAT:
         raise AvelError(f"run format {fmt!r} (avel {doc.get('avel_version', '?')}); this avel "
@@ -92,7 +96,7 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -
         unwrap(model).load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
-        raise AvelError(f"weights do not match the model config ({' '.join(first[:2])[:300]})", path) from exc
+        raise AvelError(f"weights do not match the model config ({' '.join(first[:2])})", path) from exc
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
@@ -112,16 +116,13 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[n
     """Rebuild the selected model of a run: (model in eval mode, its ModelConfig, the TrainConfig)."""
     run_dir = Path(run_dir)
     doc = read_run_config(run_dir)
-    train_cfg = TrainConfig.from_dict(doc["train"])
+    train_cfg = TrainConfig.from_dict(require_field(doc, "train", run_dir / CONFIG_FILE), run_dir / CONFIG_FILE)
     mpath = run_dir / MODEL_JSON
     if not mpath.is_file():
         raise AvelError(f"no checkpoint yet ({MODEL_JSON} missing: no epoch has finished)", run_dir)
     mdoc = read_json(mpath)
     _check_format(mdoc, mpath)
-    try:
-        model_cfg = ModelConfig.from_dict(mdoc["model"])
-    except AvelError as exc:
-        raise AvelError(str(exc), mpath) from None
+    model_cfg = ModelConfig.from_dict(require_field(mdoc, "model", mpath), mpath)
     model = create_model(model_cfg)
     state = load_tensors(run_dir / MODEL_WEIGHTS)
     standardize.ensure_for_state(model, state)  # a run trained with standardized inputs applies them too

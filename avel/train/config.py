@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from avel.errors import AvelError, reject_unknown_fields
+from avel.errors import AvelError, dataclass_from_dict
 
 # Fields that change neither the numbers a run computes nor what it means: a run may be resumed
 # with different values (e.g. on another device).
@@ -66,9 +66,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        reject_unknown_fields(cls, d, "train config")
-        return cls(**d)
+    def from_dict(cls, d: dict[str, Any], path: Any = None) -> "TrainConfig":
+        """From stored JSON: every field's type and range checked, errors naming `path`."""
+        return dataclass_from_dict(cls, d, "train config", path)
 
     def result_fields(self) -> dict[str, Any]:
         """The fields that determine the run's results (what resuming must match)."""
@@ -85,6 +85,10 @@ class TrainConfig:
             "min_steps must be >= 0": self.min_steps >= 0,
             "batch_size must be >= 1": self.batch_size >= 1,
             "lr must be > 0": self.lr > 0,
+            "weight_decay must be >= 0": self.weight_decay >= 0,
+            "seed must be >= 0": self.seed >= 0,
+            "num_threads must be >= 1": self.num_threads is None or self.num_threads >= 1,
+            "cache_gb must be >= 0": self.cache_gb >= 0,
             f"loss must be one of {', '.join(LOSSES)}": self.loss in LOSSES,
             f"recipe must be one of {', '.join(RECIPES)}": self.recipe in RECIPES,
             "val_every must be >= 1": self.val_every >= 1,
