@@ -315,3 +315,15 @@ def test_report_price_of_test_selection_table() -> None:
     md = render_report(res)
     assert "## The price of selecting on the test split" in md
     assert "| A | 61.0 ± 1.4 | 64.5 ± 2.1 | 3.5 ± 0.7 |" in md
+
+
+def test_reproduce_refuses_a_reused_record_whose_run_saw_other_data(run, ds, other, tmp_path) -> None:
+    """avel reproduce reuses a run's record by labels and splits; the run's content fingerprint is
+    checked too, so features that changed under the same labels are not reused silently."""
+    from avel.report.pipeline import complete_record
+
+    out, _ = run
+    rec = {"run_dir": out.name, "degenerate": False}
+    assert complete_record(rec, out.parent, ds) == rec
+    with pytest.raises(AvelError, match=r"a: trained on different data \(audio features differ"):
+        complete_record(rec, out.parent, other)

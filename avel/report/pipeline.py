@@ -166,10 +166,12 @@ def dataset_info(ds: Any, root: Path) -> dict[str, Any]:
 def test_baselines(ds: Any, split: str = "test") -> dict[str, Any]:
     """The rates every accuracy table is read against (avel.train.evaluate.baselines on the test
     split's labels): majority class and its rate, chance rate, and per category (class order) the
-    number of test videos and their majority rate."""
+    number of test videos and their majority rate. None for a dataset without per-second labels."""
     from avel.train.data import read_rows
     from avel.train.evaluate import baselines, category_names
 
+    if getattr(ds, "labels", None) is None:
+        return None
     rows = np.asarray(ds.split(split), dtype=np.int64)
     labels = read_rows(ds.labels, rows)
     names = category_names(ds, labels.shape[-1])
@@ -335,9 +337,36 @@ def degenerate(test: dict[str, Any]) -> bool:
     return degenerate_from_confusion(test["confusion"]) if test.get("confusion") else False
 
 
-def complete_record(rec: dict[str, Any], out: Path) -> dict[str, Any]:
-    """A record reused from an earlier avel without the degenerate flag: read it from the run's results."""
-    if "degenerate" in rec or not rec.get("run_dir"):
+def check_run_data(rec: dict[str, Any], out: Path, ds: Any) -> None:
+    """Refuse a reused record whose run was trained on other data than `ds` by content (its
+    config.json's fingerprint; the record's own fingerprint covers labels and splits, not features)."""
+    from avel.models.registry import ModelConfig
+    from avel.train.config import TrainConfig
+    from avel.train.fingerprint import fingerprint_differences, run_fingerprint
+
+    run_dir = out / rec["run_dir"]
+    try:
+        doc = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    trained_on = (doc.get("data") or {}).get("fingerprint")
+    if trained_on is None:  # a run from before fingerprints: the record's fingerprint is all there is
+        return
+    diffs = fingerprint_differences(trained_on, run_fingerprint(ds, ModelConfig.from_dict(doc["model"]),
+                                                                TrainConfig.from_dict(doc["train"])))
+    if diffs:
+        raise AvelError("trained on different data (" + "; ".join(diffs[:4]) + "); delete it (and its "
+                        "record) or choose a new --out", run_dir)
+
+
+def complete_record(rec: dict[str, Any], out: Path, ds: Any = None) -> dict[str, Any]:
+    """A record reused from an earlier invocation: checked against the data at hand (with `ds`), and,
+    from an earlier avel without the degenerate flag, completed from the run's results."""
+    if not rec.get("run_dir"):
+        return rec
+    if ds is not None:
+        check_run_data(rec, out, ds)
+    if "degenerate" in rec:
         return rec
     path = out / rec["run_dir"] / "results.json"
     try:
@@ -378,7 +407,7 @@ def reproduce(opts: Options, backend: Backend | None = None) -> dict[str, Any]:
     stats = run_jobs(jobs, progress=opts.progress, workers=n_workers(opts))
 
     for c in cells:  # records reused from an earlier avel: add what they lack
-        stats.records[c.key] = [complete_record(r, opts.out) for r in stats.records.get(c.key, [])]
+        stats.records[c.key] = [complete_record(r, opts.out, ds) for r in stats.records.get(c.key, [])]
     summaries_for_figs = {c.key: stats.records.get(c.key, []) for c in cells}
     figures = backend.figures(out=opts.out, dataset=ds, cells=cells, records=summaries_for_figs)
     train_settings = next(({k: v for k, v in j.fingerprint["train"].items() if k != "seed"}
