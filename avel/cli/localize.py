@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from avel.cli.extract import add_extractor_options
+from avel.cli.options import out_dir, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,11 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, metavar="NAME|RUN_DIR",
                    help="a built-in model (see avel models; default authors-av-att, the AVE authors' A+V-att, "
                         "downloaded once) or a run directory from avel train")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument("--out", type=out_dir, required=True, metavar="DIR", help="output folder")
     p.add_argument("--json", action="store_true", help="print events.json to stdout")
-    p.add_argument("--window", type=int, default=None,
+    p.add_argument("--window", type=positive_int, default=None,
                    help="seconds per inference window (default: the training clips' length, 10)")
-    p.add_argument("--hop", type=int, default=None, help="seconds between windows (default: half a window)")
+    p.add_argument("--hop", type=positive_int, default=None, help="seconds between windows (default: half a window)")
     p.add_argument("--no-pictures", action="store_true", help="skip heatmaps and index.html (events.json only)")
     add_extractor_options(p)
     p.set_defaults(func=_localize)
