@@ -478,6 +478,35 @@ def test_stale_temporaries_are_removed_by_the_next_writer_only(tmp_path, release
     assert not orphan.exists()
 
 
+# ------------------------------------------------------------------ 9. truncated media that still decodes
+
+
+def test_a_truncated_faststart_mp4_warns_or_fails_with_both_durations(tmp_path):
+    """The one check in the decoding layer serves both readers: localize (any length: a warning) and
+    extract (fixed 10 s: an error), each naming the stated and the decoded duration."""
+    import av
+
+    from avel.features.decode import ClipReader
+    from avel.features.render import ClipSpec, render_clip
+
+    src = render_clip(tmp_path / "clip.mp4", ClipSpec(seconds=10))
+    fast = tmp_path / "fast.mp4"  # moov atom first, as web videos are: the stated length survives the cut
+    with av.open(str(src)) as i, av.open(str(fast), "w", options={"movflags": "faststart"}) as o:
+        streams = {s.index: o.add_stream_from_template(s) for s in i.streams}
+        for packet in i.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                o.mux(packet)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(fast.read_bytes()[: int(fast.stat().st_size * 0.4)])
+    reader = ClipReader(cut, image_size=32, frames_per_second=1)
+    list(reader.segments())
+    assert reader.duration < 6 and reader.stated_duration == pytest.approx(10.0)
+    assert any("states 10.00 s" in w and f"{reader.duration:.2f} s" in w for w in reader.warnings)
+    with pytest.raises(AvelError, match=r"covers \d\.\d\d s, need 10 whole seconds .*states 10\.00 s"):
+        list(ClipReader(cut, image_size=32, frames_per_second=1, num_segments=10).segments())
+
+
 # ------------------------------------------------------------------ 10. long messages
 
 

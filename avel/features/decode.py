@@ -317,8 +317,9 @@ class ClipReader:
         else:
             total = count_segments(self.duration)
             if self.wanted is not None and total < self.wanted:
+                stated = f"; the container states {self.stated_duration:.2f} s" if mismatch else ""
                 raise AvelError(f"video covers {self.duration:.2f} s, need {self.wanted} whole seconds "
-                                "(truncated file?)", self.path)
+                                f"(truncated file?{stated})", self.path)
             if total == 0:
                 raise AvelError(f"video covers {self.duration:.2f} s: not even one whole second", self.path)
             for seg in sampler.finish(total):
