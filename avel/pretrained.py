@@ -12,6 +12,7 @@ Light on purpose (no torch at import): `avel models` lists this table.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ AUTHORS_REPO_RAW = "https://raw.githubusercontent.com/YapengTian/AVE-ECCV18/mast
 MODELS_SUBDIR = "models"  # cache folder of downloaded checkpoints
 RUNS_SUBDIR = "runs"  # cache folder of imported run directories
 RUN_CONFIG = "config.json"  # avel.train.checkpoint.CONFIG_FILE: present = a complete run directory
+EXTRACTOR_FILE = "extractor.json"  # avel.features.extract.FILES["extractor"], read by avel.localize.runinfo
 DEFAULT_MODEL = "authors-av-att"  # what `avel localize` and `avel.localize` use without --model / model=
 # The authors' extractor (their feature scripts): ExtractorConfig field values, weights by source name.
 AUTHORS_EXTRACTOR = {"vgg19_weights": "keras", "vggish_weights": "torchvggish", "vgg19_preprocessing": "keras",
@@ -125,10 +127,43 @@ def resolve_model(value: str | Path, weights: tuple[str, ...] = ("vgg19", "vggis
             raise AvelError(f"{entry.checkpoint.algorithm} {got[:16]}... does not match the published "
                             f"{entry.checkpoint.digest} of {entry.checkpoint.url}: not the authors' file "
                             "(delete it and run again to download it)", checkpoint)
+        if entry.checkpoint.digest is None:
+            (log or _stderr)(f"{entry.name}: importing {checkpoint} as it is (published without a verifiable hash)")
         with output_lock(cache_root()):
             if not entry.is_imported():  # another process may have imported it while we waited
                 import_checkpoint(checkpoint, entry.run_dir, entry.kind)
+    if set(weights) == {"vgg19", "vggish"}:
+        record_extractor(entry)
     return ResolvedModel(entry.run_dir, entry.name, dict(entry.extractor))
+
+
+def record_extractor(entry: PretrainedModel) -> None:
+    """Write extractor.json into the imported run directory, once: the authors' extractor settings with
+    the backbone weight files found here, so `avel localize` knows (rather than assumes, with a warning)
+    which features the network needs, and refuses features from other weights."""
+    from avel.features.weights import HDF5_MAGIC, WEIGHT_SOURCES, find_cached
+    from avel.io import write_json
+
+    path = entry.run_dir / EXTRACTOR_FILE
+    if path.is_file():
+        return
+    files = {net: find_cached(WEIGHT_SOURCES[entry.extractor[f"{net}_weights"]]) for net in ("vgg19", "vggish")}
+    if None in files.values():
+        return
+    with open(files["vgg19"], "rb") as f:
+        vgg19_format = "h5" if f.read(8) == HDF5_MAGIC else "torch"
+    info = {"vgg19_weights": files["vgg19"].name, "vgg19_sha256": file_digest(files["vgg19"]),
+            "vgg19_format": vgg19_format, "vgg19_preprocessing": entry.extractor["vgg19_preprocessing"],
+            "vggish_weights": files["vggish"].name, "vggish_sha256": file_digest(files["vggish"]),
+            **{k: entry.extractor[k] for k in ("frames_per_second", "image_size", "resize")},
+            "source": f"{entry.name}: the AVE authors' extractor (Keras ImageNet VGG-19 pool5, VGGish), "
+                      "recorded by avel with the weight files it uses for them"}
+    with output_lock(cache_root()):
+        write_json(path, info)
+
+
+def _stderr(msg: str) -> None:
+    print(f"avel: {msg}", file=sys.stderr)
 
 
 def _recorded_extractor(run_dir: Path) -> dict:

@@ -283,22 +283,31 @@ def write_run(run_dir: Path, visual_grid: int = 7, seed: int = 0) -> Path:
     return run_dir
 
 
+def authors_file(kind: str, seed: int = 0) -> bytes:
+    """A checkpoint in the authors' PyTorch 0.3 format with random weights (small LSTMs), as tests/authors_files.py
+    writes them."""
+    from authors_files import authors_tree, legacy_file, random_weights
+
+    root, storages = authors_tree(kind, random_weights(kind, np.random.default_rng(seed), hidden=8), hidden=8)
+    return legacy_file(root, storages)
+
+
 @pytest.fixture
 def served_model(monkeypatch, empty_cache):
-    """authors-av-att pointed at a small stand-in file served by the fake network; the importer replaced
-    by one that writes a small run (returns the calls it got)."""
-    data = b"a stand-in for the authors' checkpoint" * 100
+    """authors-av-att pointed at a small file in the authors' format, served by the fake network; the real
+    importer runs (its calls recorded)."""
+    data = authors_file("A+V-att")
     entry = pretrained.PRETRAINED["authors-av-att"]
     blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
     monkeypatch.setitem(pretrained.PRETRAINED, "authors-av-att",
                         dataclasses.replace(entry, checkpoint=dataclasses.replace(entry.checkpoint, digest=blob)))
     requested = serve(monkeypatch, {entry.checkpoint.url: data})
     imports: list[tuple[Path, Path, str]] = []
+    real_import = pretrained.import_checkpoint
 
     def import_checkpoint(path, out_dir, kind):
-        assert Path(path).read_bytes() == data
         imports.append((Path(path), Path(out_dir), kind))
-        return write_run(Path(out_dir))
+        return real_import(path, out_dir, kind)
 
     monkeypatch.setattr(pretrained, "import_checkpoint", import_checkpoint)
     return requested, imports, blob
@@ -316,6 +325,48 @@ def test_name_downloads_imports_once(served_model, empty_cache, capsys):
     assert capsys.readouterr().out.splitlines()[1].split()[4] == "ready"
     model = avel.load_model("authors-av-att")
     assert model.name == "authors-av-att" and model.classes[-1] == "background" and len(model.classes) == 29
+    rng = np.random.default_rng(1)
+    probs = model.predict(rng.standard_normal((2, 10, 128)), rng.random((2, 10, 7, 7, 512)))
+    assert probs.shape == (2, 10, 29)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
+def test_dmrn_from_a_local_file(empty_cache, capsys):
+    """authors-dmrn has no verifiable hash: a file put where the message says is imported as it is."""
+    placed = empty_cache / "models" / "DMRN.pt"
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(authors_file("DMRN"))
+    resolved = pretrained.resolve_model("authors-dmrn", weights=())
+    assert resolved.run_dir == empty_cache / "runs" / "authors-dmrn-local"
+    assert avel.load_model("authors-dmrn").predict(np.zeros((10, 128)), np.zeros((10, 7, 7, 512))).shape == (10, 29)
+
+
+def test_localize_without_model_uses_the_default(served_model, empty_cache, weights, monkeypatch, tmp_path, capsys):
+    """`avel localize VIDEO` with no --model: the default name's checkpoint and backbone weights come from
+    the cache (the weights' published hashes replaced by those of small random files placed there)."""
+    from avel.features import weights as weight_module
+    from avel.features.render import ALIGNMENT_CLASSES, ClipSpec, render_clip
+
+    requested, imports, blob = served_model
+    for name, key in (("keras", "vgg19_keras"), ("torchvggish", "vggish")):
+        source = weight_module.WEIGHT_SOURCES[name]
+        (empty_cache / "weights").mkdir(parents=True, exist_ok=True)
+        (empty_cache / "weights" / source.filename).symlink_to(weights[key])
+        digest = file_digest(weights[key], source.hash_algorithm)
+        monkeypatch.setitem(weight_module.WEIGHT_SOURCES, name, dataclasses.replace(source, digest=digest))
+    category = next(iter(ALIGNMENT_CLASSES))
+    render_clip(tmp_path / "clip.mp4", ClipSpec(seconds=2, fps=25, shape_seconds={1}, tone_seconds={1}, seed=5,
+                                                **ALIGNMENT_CLASSES[category]))
+    args = ["localize", str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "out"), "--no-pictures", "--json",
+            "--frames-per-second", "1", "--device", "cpu", "--quiet"]  # VGG-19 at 224 px: 2 frames keep it quick
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    run_dir = empty_cache / "runs" / f"authors-av-att-{blob[:12]}"
+    assert doc["model"]["run"] == str(run_dir) and len(doc["seconds"]) == 2 and len(doc["classes"]) == 29
+    assert doc["extractor"]["image_size"] == 224 and doc["extractor"]["vgg19_preprocessing"] == "keras"
+    assert not any("records no feature extractor" in w for w in doc.get("warnings", []))  # extractor.json written
+    assert json.loads((run_dir / "extractor.json").read_text())["vgg19_sha256"] == file_digest(weights["vgg19_keras"])
+    assert len(requested) == 1 and len(imports) == 1
 
 
 def test_placed_file_with_wrong_hash_is_refused(served_model, empty_cache):
@@ -380,12 +431,12 @@ def test_localize_api_on_a_rendered_video(tmp_path, weights):
     from avel.features.render import ALIGNMENT_CLASSES, ClipSpec, render_clip
     run = write_run(tmp_path / "run", visual_grid=1)
     category = next(iter(ALIGNMENT_CLASSES))
-    render_clip(tmp_path / "clip.mp4", ClipSpec(seconds=4, fps=25, shape_seconds={1, 2}, tone_seconds={1, 2}, seed=3,
+    render_clip(tmp_path / "clip.mp4", ClipSpec(seconds=3, fps=25, shape_seconds={1, 2}, tone_seconds={1, 2}, seed=3,
                                                 **ALIGNMENT_CLASSES[category]))
     result = avel.localize(tmp_path / "clip.mp4", model=run, out=tmp_path / "out", pictures=False,
                            vgg19_weights=str(weights["vgg19_keras"]), vggish_weights=str(weights["vggish"]),
                            image_size=32, frames_per_second=1, device="cpu", log=lambda msg: None)
-    assert result.probabilities.shape == (4, 29) and len(result.labels) == 4
+    assert result.probabilities.shape == (3, 29) and len(result.labels) == 3
     np.testing.assert_allclose(result.probabilities.sum(-1), 1.0, atol=1e-5)
     assert json.loads(result.to_json()) == json.loads((tmp_path / "out" / "events.json").read_text())
     assert [e.category for e in result.events] == [e["category"] for e in result.document["events"]]
