@@ -427,6 +427,17 @@ def test_output_is_all_or_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         import_authors(tmp_path / "net.pt", tmp_path / "empty")
 
 
+def test_a_killed_import_leaves_nothing_the_next_one_keeps(tmp_path: Path) -> None:
+    """The temporary folder of a killed import of the same RUN_DIR is removed; others' are not."""
+    write_legacy(tmp_path / "net.pt", "A+V-att")
+    for name in (".run.k1ll3d_0.part", ".run.x.k1ll3d_0.part", ".run.notmine.part"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"half")
+    import_authors(tmp_path / "net.pt", tmp_path / "run")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".part")) == \
+        [".run.notmine.part", ".run.x.k1ll3d_0.part"]
+
+
 def test_output_lock_is_respected(tmp_path: Path) -> None:
     from avel.io import output_lock
 

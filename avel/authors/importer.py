@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -259,6 +260,10 @@ def _write_run_dir(out_dir: Path, write: Callable[[Path], None]) -> None:
             if others:
                 what = "already holds an avel run" if "config.json" in others else "is not empty"
                 raise AvelError(f"{what}: choose a new or empty output directory", out_dir)
+            stale = re.compile(rf"\.{re.escape(out_dir.name)}\.[a-z0-9_]{{8}}\.part")  # mkdtemp's names below
+            for old in out_dir.parent.iterdir():  # left by a killed import: with the lock held, none is live
+                if old.is_dir() and stale.fullmatch(old.name):
+                    shutil.rmtree(old, ignore_errors=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=out_dir.parent))
             try:
                 umask = os.umask(0)
