@@ -297,7 +297,9 @@ class _Trainer:
         for i in range(0, len(self.test_src), bs):
             batch = _to(self.test_src.take(np.arange(i, min(i + bs, len(self.test_src)))), self.device)
             labels = batch.pop("labels")
-            correct += (model(**batch).logits.argmax(-1) == labels.argmax(-1)).sum().item()
+            with autocast(self.precision):  # as validation and the final evaluation compute
+                logits = model(**batch).logits.float()  # (b, T, C)
+            correct += (logits.argmax(-1) == labels.argmax(-1)).sum().item()
             total += labels.shape[0] * labels.shape[1]
         c, n = all_reduce_sum([correct, total], self.info, self.device)
         return {"test_accuracy": 100.0 * c / max(n, 1.0), "test_seconds": time.perf_counter() - t0}
