@@ -26,7 +26,7 @@ from avel.errors import AvelError
 from avel.pretrained import DEFAULT_MODEL, ResolvedModel, resolve_model
 
 EXTRACTOR_OPTIONS = ("vgg19_weights", "vggish_weights", "vgg19_preprocessing", "frames_per_second", "image_size",
-                     "resize", "batch_size", "device")  # ExtractorConfig fields `localize` accepts as keywords
+                     "resize", "batch_size", "device", "precision")  # ExtractorConfig fields `localize` accepts as keywords
 
 
 @dataclass

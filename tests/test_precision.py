@@ -262,3 +262,44 @@ def test_extract_cli_records_the_precision(tmp_path, weights):
                  str(weights["vgg19_keras"]), "--vggish-weights", str(weights["vggish"])]) == 0
     info = json.loads((out / "extractor.json").read_text())
     assert info["precision"]["requested"] == "fp32" and info["precision"]["compute"] == "fp32"
+
+
+# ---------------------------------------------------------------- localize
+
+@pytest.mark.slow  # renders, extracts and trains first: ~40-100 s on 2 shared cores
+def test_localize_finds_the_same_events_in_bf16_and_fp32(tmp_path, weights, capsys, one_thread):
+    """Rendered clips -> features -> a small A+V-att model; then `avel localize` on a held-out 5-s clip
+    with --precision fp32 and bf16: the same events and per-second labels, probabilities within 0.05."""
+    from avel.features.extracted import ExtractedSet
+    from avel.features.render import ALIGNMENT_CLASSES, ClipSpec, make_alignment_set, render_clip
+    from avel.models.registry import ModelConfig
+    from avel.train.config import TrainConfig
+    from avel.train.trainer import train
+
+    wargs = ["--vgg19-weights", str(weights["vgg19_keras"]), "--vggish-weights", str(weights["vggish"]),
+             "--frames-per-second", "1", "--image-size", "32"]
+    make_alignment_set(tmp_path / "src", 12, {"train": 8, "val": 2, "test": 2}, seed=0)
+    assert main(["extract", "--videos", str(tmp_path / "src"), "--annotations", str(tmp_path / "src" / "Annotations.txt"),
+                 "--out", str(tmp_path / "ds"), "--quiet", "--precision", "fp32", *wargs]) == 0
+    torch.manual_seed(0)
+    train(ExtractedSet(tmp_path / "ds"), ModelConfig(name="A+V-att", visual_grid=1),
+          TrainConfig(epochs=15, patience=15, batch_size=4, lr=1e-2, seed=0, num_threads=1, precision="fp32"),
+          tmp_path / "run", progress=False)
+    category = next(iter(ALIGNMENT_CLASSES))
+    clip = render_clip(tmp_path / "held_out.mp4", ClipSpec(seconds=5, fps=10, width=96, height=64, seed=77,
+                                                           shape_seconds={1, 2, 3}, tone_seconds={1, 2, 3},
+                                                           **ALIGNMENT_CLASSES[category]))
+    docs = {}
+    for p in ("fp32", "bf16"):
+        capsys.readouterr()
+        assert main(["localize", str(clip), "--model", str(tmp_path / "run"), "--out", str(tmp_path / p),
+                     "--json", "--no-pictures", "--precision", p, *wargs]) == 0
+        docs[p] = json.loads(capsys.readouterr().out)
+        assert docs[p]["extractor"]["precision"]["compute"] == p
+    assert [e["category"] for e in docs["fp32"]["events"]] == [category]  # the model finds the event
+    strip = lambda events: [{k: v for k, v in e.items() if k != "confidence"} for e in events]  # noqa: E731
+    assert strip(docs["bf16"]["events"]) == strip(docs["fp32"]["events"])
+    assert [s["label"] for s in docs["bf16"]["seconds"]] == [s["label"] for s in docs["fp32"]["seconds"]]
+    p32 = np.array([s["probabilities"] for s in docs["fp32"]["seconds"]])
+    p16 = np.array([s["probabilities"] for s in docs["bf16"]["seconds"]])
+    assert np.abs(p16 - p32).max() < 0.05

@@ -30,12 +30,13 @@ def window_starts(num_segments: int, window: int, hop: int) -> list[int]:
 
 
 def windowed_predict(model: nn.Module, audio: np.ndarray, visual: np.ndarray, window: int, hop: int,
-                     device=None, progress: Callable[[int, int], None] | None = None
+                     device=None, progress: Callable[[int, int], None] | None = None, precision="auto"
                      ) -> tuple[np.ndarray, np.ndarray | None]:
     """(T, C) class probabilities and (T, k) attention (or None) for one video's features.
 
     audio (T, 128), visual (T, g, g, 512); windows as in `window_starts`, overlaps averaged;
-    `progress(windows done, windows)` after every WINDOW_BATCH windows.
+    `progress(windows done, windows)` after every WINDOW_BATCH windows; `precision`: auto, fp32, bf16 or an
+    avel.precision.Decision (avel localize passes its extractor's).
     """
     from avel.train.evaluate import predict
 
@@ -47,7 +48,7 @@ def windowed_predict(model: nn.Module, audio: np.ndarray, visual: np.ndarray, wi
         chunk = starts[i:i + WINDOW_BATCH]
         a = np.stack([audio[s:s + length] for s in chunk])  # (w, length, 128)
         v = np.stack([visual[s:s + length] for s in chunk])  # (w, length, g, g, 512)
-        parts.append(predict(model, a, v, device=device))  # (w, length, C), (w, length, k) | None
+        parts.append(predict(model, a, v, device=device, precision=precision))  # (w, length, C), (w, length, k) | None
         if progress is not None:
             progress(i + len(chunk), len(starts))
     probs = np.concatenate([p for p, _ in parts])

@@ -204,7 +204,7 @@ def localize_with(loc: Localizer, video: str | Path, out_dir: str | Path,
         log(f"warning: {video}: {w}")
     stages.start("model windows", len(window_starts(feats.num_segments, loc.window, loc.hop)))
     probs, attention = windowed_predict(loc.model, feats.audio, feats.visual, loc.window, loc.hop,
-                                        device=loc.extractor.device,
+                                        device=loc.extractor.device, precision=loc.extractor.precision,
                                         progress=lambda done, total: stages.set("model windows", done))
     stages.finish("model windows")
     names, background = class_names(loc.doc, probs.shape[1])
