@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from avel.errors import AvelError
-from avel.io import atomic_path, output_lock
+from avel.io import atomic_path, output_lock, remove_temporaries
 
 CACHE_ENV = "AVEL_CACHE"  # overrides the cache folder
 OFFLINE_ENV = "AVEL_OFFLINE"  # set (non-empty): never try the network
 DOWNLOAD_TIMEOUT_S = 60  # s: network timeout per read
 CHUNK_BYTES = 1 << 20  # bytes per read while downloading / hashing
-PLAIN_PROGRESS_STEP = 0.1  # without a terminal: one progress line per tenth of the file
 GIT_BLOB = "git-blob-sha1"  # SHA-1 of b"blob <size>\0" + content: the id git (and GitHub) gives a file
 
 
@@ -139,6 +138,8 @@ def fetch(items: Iterable[CachedFile], log: Callable[[str], None] | None = None,
         if os.environ.get(OFFLINE_ENV):
             raise give_up(missing, f"offline ({OFFLINE_ENV} is set)")
         with output_lock(cache_root()):
+            for folder in {item.path.parent for item in missing}:
+                remove_temporaries(folder)  # what a killed download left: never counted, now deleted
             for n, item in enumerate(missing):
                 if is_cached(item):  # another process finished it before we took the lock
                     continue
@@ -165,7 +166,8 @@ def download(item: CachedFile, log: Callable[[str], None] | None = None) -> Path
         total = int(resp.headers.get("Content-Length") or 0) or None
         try:
             with atomic_path(target) as tmp:
-                with open(tmp, "wb") as f, _progress(f"downloading {item.what}", total, log) as advance:
+                with open(tmp, "wb") as f, _download_progress() as bar:
+                    task = bar.add_task(f"downloading {item.what}", total=total)
                     while True:
                         try:
                             chunk = resp.read(CHUNK_BYTES)
@@ -174,7 +176,7 @@ def download(item: CachedFile, log: Callable[[str], None] | None = None) -> Path
                         if not chunk:
                             break
                         f.write(chunk)
-                        advance(len(chunk))
+                        bar.advance(task, len(chunk))
                 got = file_digest(tmp, item.algorithm)
                 if not got.startswith(item.digest or ""):
                     raise AvelError(f"the {item.algorithm} of {item.url} as downloaded, {got[:16]}..., does not match "
@@ -186,37 +188,11 @@ def download(item: CachedFile, log: Callable[[str], None] | None = None) -> Path
     return target
 
 
-class _progress:
-    """Download progress: a rich bar on a terminal, otherwise a plain line per tenth of the file."""
+def _download_progress() -> Any:
+    """A byte-counting progress display on stderr (avel.progress: a rich bar on a terminal, plain lines
+    otherwise)."""
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
-    def __init__(self, description: str, total: int | None, log: Callable[[str], None]) -> None:
-        self.description, self.total, self.log = description, total, log
-        self.done, self.next_mark, self.bar = 0, PLAIN_PROGRESS_STEP, None
+    from avel.progress import stderr_progress
 
-    def __enter__(self) -> Callable[[int], None]:
-        if sys.stderr.isatty():
-            from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
-
-            from avel.progress import stderr_progress
-
-            self.bar = stderr_progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
-                                       transient=True)
-            self.bar.__enter__()
-            self.task = self.bar.add_task(self.description, total=self.total)
-        else:
-            size = f" ({self.total / 1e6:.1f} MB)" if self.total else ""
-            self.log(f"{self.description}{size}")
-        return self.advance
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.advance(self.task, n)
-        elif self.total and self.done / self.total >= self.next_mark:
-            self.log(f"{self.description}: {100 * self.done // self.total}%")
-            while self.next_mark <= self.done / self.total:
-                self.next_mark += PLAIN_PROGRESS_STEP
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
+    return stderr_progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), transient=True)

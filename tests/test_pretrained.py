@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -116,8 +117,8 @@ def test_download_verifies_then_renames(monkeypatch, empty_cache, capsys):
     assert f.path.read_bytes() == data and is_cached(f)
     assert leftovers(empty_cache) == ["x.bin"]
     err = capsys.readouterr().err.splitlines()  # not a terminal: plain lines, the last one saying where it went
-    assert err[0] == "avel: downloading a test file (0.0 MB)" and err[-1] == f"avel: downloaded a test file to {f.path}"
-    assert "avel: downloading a test file: 100%" in err
+    assert re.fullmatch(rf"downloading a test file: {len(data)}/{len(data)} \(100%\), elapsed \d+:\d\d:\d\d, done", err[0])
+    assert err[1:] == [f"avel: downloaded a test file to {f.path}"]
     fetch([f])  # present: no second request
     assert requested == [f.url]
 
@@ -141,11 +142,11 @@ def test_partial_download_never_counts(monkeypatch, empty_cache, capsys):
         fetch([f])
     assert not is_cached(f) and leftovers(empty_cache) == []
     (empty_cache / "files").mkdir(parents=True, exist_ok=True)
-    (empty_cache / "files" / ".x.bin.abc123.part").write_bytes(data[:3000])  # a killed download's temp file
+    (empty_cache / "files" / ".x.bin.abcd1234.part").write_bytes(data[:3000])  # a killed download's temp file
     assert not is_cached(f)
     serve(monkeypatch, {f.url: data})
     fetch([f])
-    assert f.path.read_bytes() == data
+    assert f.path.read_bytes() == data and leftovers(empty_cache) == ["x.bin"]  # the stale part file is gone
 
 
 def test_unwritable_cache_is_one_line(monkeypatch, tmp_path, capsys):
@@ -157,6 +158,23 @@ def test_unwritable_cache_is_one_line(monkeypatch, tmp_path, capsys):
         fetch([f])
     assert str(err.value).startswith(f"{tmp_path / 'file' / 'cache'}: cannot lock for writing: ")
     assert "\n" not in str(err.value)
+
+
+def test_full_disk_is_one_line(monkeypatch, empty_cache):
+    import errno
+
+    class FullDisk(io.BytesIO):
+        def write(self, b):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    f = item(b"x" * 5000)
+    serve(monkeypatch, {f.url: b"x" * 5000})
+    monkeypatch.setattr(cache, "open", lambda *a, **k: FullDisk(), raising=False)  # the download's file
+    with pytest.raises(AvelError) as err:
+        fetch([f])
+    message = str(err.value)
+    assert message.startswith(str(empty_cache / "files")) and "no space left on device" in message.lower()
+    assert "\n" not in message and leftovers(empty_cache) == [] and not is_cached(f)
 
 
 def test_closed_port_is_no_network(monkeypatch, empty_cache, capsys):
