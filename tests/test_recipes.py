@@ -183,6 +183,20 @@ def test_init_from_copies_attention_and_lstms(avatt_run):
             assert torch.equal(own[k], before[k]), k  # the DMRN block and the head keep their own init
 
 
+def test_train_init_from_records_the_source(avatt_run, ds, tmp_path):
+    from avel.models.registry import ModelConfig
+    from avel.train.trainer import train
+
+    cfg = TrainConfig(epochs=1, batch_size=48, init_from=str(avatt_run))
+    res = train(ds, ModelConfig(name="DMRN", **TINY_MODEL), cfg, tmp_path / "dmrn", progress=False)
+    assert res["epochs_run"] == 1
+    doc = json.loads((tmp_path / "dmrn" / "config.json").read_text())
+    assert doc["train"]["init_from"] == str(avatt_run) and doc["model"]["name"] == "DMRN"
+    with pytest.raises(AvelError, match="--init-from"):  # refused before anything is written
+        train(ds, ModelConfig(name="A+V", **TINY_MODEL), cfg, tmp_path / "av", progress=False)
+    assert not (tmp_path / "av").exists()
+
+
 def test_init_from_refuses_other_architectures(avatt_run, ds, tmp_path):
     from avel.models.registry import ModelConfig, create_model
     from avel.train.init_from import init_from_run
@@ -199,3 +213,52 @@ def test_init_from_refuses_other_architectures(avatt_run, ds, tmp_path):
     av = ModelConfig(name="A+V", **TINY_MODEL)
     with pytest.raises(AvelError, match="A\\+V has no initialisation"):
         init_from_run(create_model(av), av, TrainConfig(), avatt_run)
+
+
+# ---------------------------------------------------------------- avel reproduce --recipes (fake trainer)
+
+class _Catalog(list):
+    categories = ("cat0", "cat1")
+
+
+class _FakeData:
+    is_synthetic = True
+
+    def __init__(self) -> None:
+        self.catalog = _Catalog([None] * 20)
+        self.mil_labels = np.eye(3, dtype=np.float32)[np.arange(20) % 2]
+        self.audio_map = None
+
+    def split(self, name: str) -> np.ndarray:
+        return {"train": np.arange(12), "val": np.arange(12, 16), "test": np.arange(16, 20)}[name]
+
+
+def test_reproduce_recipes_reports_accuracy_and_time_side_by_side(tmp_path):
+    from avel.report.pipeline import Backend, Options
+    from avel.report.recipes import parse_recipes, reproduce_recipes
+
+    calls = []
+
+    def fake_train(ds, model_kwargs, cfg, run_dir):
+        calls.append((cfg.recipe, model_kwargs["name"], cfg.seed))
+        authors = cfg.recipe == "authors"
+        assert cfg.lr_step == (15000 if authors else 0)  # each run gets its recipe's fields
+        acc = 60.0 + 2 * cfg.seed + (0.0 if authors else 5.0)
+        return {"best_epoch": 1, "epochs_run": 300 if authors else 20, "train_seconds": 100.0 if authors else 8.0 + cfg.seed,
+                "val": {"accuracy": acc}, "test": {"accuracy": acc, "per_class": {}}}
+
+    backend = Backend(open_dataset=lambda root, progress: _FakeData(), train=fake_train, figures=lambda **kw: [])
+    opts = Options(out=tmp_path / "cmp", data=tmp_path / "data", seeds=2, cells=("A", "A+V-att"), progress=False)
+    res = reproduce_recipes(opts, parse_recipes("avel,authors"), backend)
+    assert len(calls) == 2 * 2 * 2
+    row = next(r for r in res["rows"] if r["cell"] == "A")
+    assert row["recipes"]["avel"]["accuracy"]["mean"] == 66.0 and row["recipes"]["authors"]["accuracy"]["mean"] == 61.0
+    assert row["recipes"]["avel"]["accuracy"]["std"] == pytest.approx(np.sqrt(2.0))  # 65, 67
+    assert row["time_ratio"]["authors"] == pytest.approx(100.0 / 8.5)
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert "synthetic" in report and "| A | 66.0 ± 1.4 | 8 ± 1 | 20,20 | 61.0 ± 1.4 | 100 ± 0 | 300,300 | 11.76 |" in report
+    assert "test accuracy" in report  # what the authors' recipe selects on is stated
+    again = reproduce_recipes(opts, ("avel", "authors"), backend)  # finished runs are reused
+    assert len(calls) == 8 and again["timing"]["runs_reused"] == 8
+    with pytest.raises(AvelError, match="unknown recipe"):
+        parse_recipes("avel,paper")

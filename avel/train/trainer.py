@@ -527,7 +527,11 @@ def train(dataset: Any, model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir:
     train_cfg.validate()
     model_cfg = normalize_config(model_cfg)
     model_spec(model_cfg.name)  # unknown model: AvelError listing the valid ones
-    create_model(model_cfg)  # a config the model refuses fails here, before anything is written
+    probe = create_model(model_cfg)  # a config the model refuses fails here, before anything is written
+    if train_cfg.init_from:  # so does an --init-from run of another architecture, shape or input scaling
+        from avel.train.init_from import init_from_run
+
+        init_from_run(probe, model_cfg, train_cfg, train_cfg.init_from)
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
