@@ -537,3 +537,10 @@ def package_import_cycles() -> list[list[str]]:
 
 def test_no_import_cycle_in_the_package():
     assert package_import_cycles() == []
+
+
+def test_train_config_names_the_recipes_and_selections_it_validates():
+    """TrainConfig validates against its own name lists (so it need not import avel.train.recipes)."""
+    from avel.train import config, recipes
+
+    assert config.RECIPE_NAMES == tuple(recipes.RECIPES) and recipes.SELECTIONS is config.SELECTIONS

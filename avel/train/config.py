@@ -11,6 +11,8 @@ from avel.errors import AvelError, dataclass_from_dict
 # Fields that change neither the numbers a run computes nor what it means: a run may be resumed
 # with different values (e.g. on another device).
 RUNTIME_FIELDS = ("device", "num_threads", "cache_gb", "tune_allocator", "precision")
+RECIPE_NAMES = ("avel", "authors")  # the presets TrainConfig.recipe may name (their fields: avel.train.recipes.RECIPES)
+SELECTIONS = ("best", "first-best", "last")  # checkpoint selection rules (avel.train.recipes.selection_key)
 
 
 @dataclass
@@ -77,7 +79,6 @@ class TrainConfig:
     def validate(self) -> None:
         from avel.precision import PRECISIONS
         from avel.train.losses import LOSSES
-        from avel.train.recipes import RECIPES, SELECTIONS
 
         checks = {
             "epochs must be >= 1": self.epochs >= 1,
@@ -90,7 +91,7 @@ class TrainConfig:
             "num_threads must be >= 1": self.num_threads is None or self.num_threads >= 1,
             "cache_gb must be >= 0": self.cache_gb >= 0,
             f"loss must be one of {', '.join(LOSSES)}": self.loss in LOSSES,
-            f"recipe must be one of {', '.join(RECIPES)}": self.recipe in RECIPES,
+            f"recipe must be one of {', '.join(RECIPE_NAMES)}": self.recipe in RECIPE_NAMES,
             "val_every must be >= 1": self.val_every >= 1,
             "lr_step must be >= 0": self.lr_step >= 0,
             "lr_gamma must be in (0, 1]": 0 < self.lr_gamma <= 1,

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from avel.errors import AvelError
-from avel.train.config import TrainConfig
+from avel.train.config import SELECTIONS, TrainConfig  # noqa: F401 (SELECTIONS: re-exported)
 
 
 @dataclass(frozen=True)
@@ -139,5 +139,3 @@ def selection_key(cfg: TrainConfig, weak: bool, val: dict[str, float], epoch: in
     score = val["val_video_accuracy"] if weak else val["val_accuracy"]
     return (round(score, 6), -round(val["val_loss"], 9))
 
-
-SELECTIONS = ("best", "first-best", "last")
