@@ -92,6 +92,10 @@ def test_cache_root_default_xdg_and_override(monkeypatch, tmp_path):
     from avel.features.weights import cache_dir
 
     assert cache_dir() == tmp_path / "mine" / "weights"  # backbone weights share the one cache
+    from avel.data import store
+
+    monkeypatch.setattr(store.os, "access", lambda path, mode: False)  # a read-only dataset folder
+    assert store.default_cache_dir(tmp_path / "AVE").parent == tmp_path / "mine"  # its feature cache too
 
 
 def test_git_blob_digest_matches_git(tmp_path):

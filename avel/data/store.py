@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avel.cache import cache_root
 from avel.errors import AvelError
 from avel.io import H5_KEY, open_h5, output_lock, remove_temporaries, write_json, write_problem
 from avel.progress import stderr_progress
@@ -71,12 +72,13 @@ def inspect_h5(path: str | Path, key: str = H5_KEY) -> SourceInfo:
 
 
 def default_cache_dir(root: str | Path) -> Path:
-    """`ROOT/.avel_cache`, or `$AVEL_CACHE_DIR/<name>-<hash>` when set or when ROOT is read-only."""
+    """`ROOT/.avel_cache`, or `$AVEL_CACHE_DIR/<name>-<hash>` when set or when ROOT is read-only (then in
+    avel's cache folder, avel.cache.cache_root(), when the variable is not set)."""
     root = Path(root).resolve()
     env = os.environ.get(CACHE_ENV)
     if env is None and os.access(root, os.W_OK):
         return root / CACHE_DIRNAME
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "avel"
+    base = Path(env) if env else cache_root()
     return base / f"{root.name}-{hashlib.blake2b(str(root).encode(), digest_size=6).hexdigest()}"
 
 
