@@ -219,7 +219,11 @@ def evaluate_run(run_dir: str | Path, dataset: Any = None, split: str = "test", 
     if trained_on is None:
         result["training_data"], result["training_data_differences"] = "unknown", []
     else:
-        diffs = fingerprint_differences(trained_on, run_fingerprint(dataset, model_cfg, train_cfg))
-        result["training_data"] = "different" if diffs else "same"
-        result["training_data_differences"] = diffs
+        try:
+            diffs = fingerprint_differences(trained_on, run_fingerprint(dataset, model_cfg, train_cfg))
+        except AvelError as exc:  # e.g. a dataset without the run's train or validation split
+            result["training_data"], result["training_data_differences"] = "unknown", [str(exc)]
+        else:
+            result["training_data"] = "different" if diffs else "same"
+            result["training_data_differences"] = diffs
     return result

@@ -128,8 +128,8 @@ def write_curves(out: Path, history: list[dict[str, Any]], best_epoch: int | Non
                  plot: bool = True) -> None:
     """curves.csv and (with `plot`) curves.png: loss and validation accuracy per epoch."""
     lines = [",".join(CURVE_COLUMNS)]
-    lines += [",".join(f"{h[c]:.6g}" if isinstance(h.get(c), float) else str(h.get(c, "")) for c in CURVE_COLUMNS)
-              for h in history]
+    lines += [",".join(f"{h[c]:.6g}" if isinstance(h.get(c), float) else "" if h.get(c) is None else str(h[c])
+                       for c in CURVE_COLUMNS) for h in history]
     write_text(out / ckpt.CURVES_CSV, "\n".join(lines) + "\n")
     if not history or not plot:
         return
