@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,7 +84,8 @@ def check_extractor(expected: dict | None, actual: dict, where: str) -> list[str
     """Refuse features from another extractor than the model's; returns warnings (settings that only blur)."""
     if expected is None:
         return [f"{where}: assuming the authors' extractor (Keras VGG-19 + VGGish) matches"]
-    diffs = incompatibilities(expected, actual)
+    diffs = [re.sub(r"'([0-9a-f]{12})[0-9a-f]{52}'", r"'\1...'", d)  # sha256: 12 hex digits tell them apart
+             for d in incompatibilities(expected, actual)]
     if diffs:
         raise AvelError(f"the model was trained on features from another extractor ({where}): {'; '.join(diffs)}. "
                         "Pass the --vgg19-weights / --vggish-weights / --image-size / --resize used by avel extract")
