@@ -363,24 +363,63 @@ def test_dmrn_from_a_local_file(empty_cache, capsys):
     assert avel.load_model("authors-dmrn").predict(np.zeros((10, 128)), np.zeros((10, 7, 7, 512))).shape == (10, 29)
 
 
+def place_default_weights(monkeypatch, cache_dir: Path, weights: dict[str, Path]) -> None:
+    """Small random backbone files in the cache under the default sources' names, their published hashes
+    replaced by these files' hashes."""
+    from avel.features import weights as weight_module
+
+    for name, key in (("keras", "vgg19_keras"), ("torchvggish", "vggish")):
+        source = weight_module.WEIGHT_SOURCES[name]
+        (cache_dir / "weights").mkdir(parents=True, exist_ok=True)
+        (cache_dir / "weights" / source.filename).symlink_to(weights[key])
+        digest = file_digest(weights[key], source.hash_algorithm)
+        monkeypatch.setitem(weight_module.WEIGHT_SOURCES, name, dataclasses.replace(source, digest=digest))
+
+
+def test_readme_python_example_runs(served_model, empty_cache, weights, monkeypatch, tmp_path, capsys):
+    """The README's Python example, as written, with the default model served and the feature extraction
+    of "my_video.mp4" replaced by a stand-in (the real one is tested above)."""
+    from avel.io import write_h5
+    from avel.localize import pipeline
+
+    place_default_weights(monkeypatch, empty_cache, weights)
+    calls = []
+
+    def localize_video(video, run_dir, out_dir, cfg, window, hop, pictures=True, log=None):
+        calls.append((Path(video), Path(run_dir), cfg))
+        probs = np.eye(29, dtype=np.float32)[[28, 0, 0, 28]]
+        write_h5(Path(out_dir) / "features.h5", {"probabilities": probs})
+        return {"events": [{"category": "Church bell", "start": 1, "end": 3, "confidence": 1.0}],
+                "classes": avel.load_model("authors-av-att").classes,
+                "seconds": [{"label": "background"}, {"label": "Church bell"}, {"label": "Church bell"},
+                            {"label": "background"}]}
+
+    monkeypatch.setattr(pipeline, "localize_video", localize_video)
+    readme = (AVEL_DIR.parent / "README.md").read_text()
+    section = readme[readme.index("## Localize your own video"):readme.index("## Reproduce the paper")]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "1-3 s  Church bell  (1.00)" and out[-1] in avel.load_model("authors-av-att").classes
+    (video, run_dir, cfg), = calls
+    assert video == Path("my_video.mp4") and run_dir.name == f"authors-av-att-{served_model[2][:12]}"
+    assert (cfg.vgg19_weights, cfg.vggish_weights, cfg.image_size, cfg.frames_per_second) == (
+        "keras", "torchvggish", 224, 16)  # the authors' extractor, remembered by the model name
+
+
 def test_localize_without_model_uses_the_default(served_model, empty_cache, weights, monkeypatch, tmp_path, capsys):
     """`avel localize VIDEO` with no --model: the default name's checkpoint and backbone weights come from
     the cache (the weights' published hashes replaced by those of small random files placed there)."""
-    from avel.features import weights as weight_module
     from avel.features.render import ALIGNMENT_CLASSES, ClipSpec, render_clip
 
     requested, imports, blob = served_model
-    for name, key in (("keras", "vgg19_keras"), ("torchvggish", "vggish")):
-        source = weight_module.WEIGHT_SOURCES[name]
-        (empty_cache / "weights").mkdir(parents=True, exist_ok=True)
-        (empty_cache / "weights" / source.filename).symlink_to(weights[key])
-        digest = file_digest(weights[key], source.hash_algorithm)
-        monkeypatch.setitem(weight_module.WEIGHT_SOURCES, name, dataclasses.replace(source, digest=digest))
+    place_default_weights(monkeypatch, empty_cache, weights)
     category = next(iter(ALIGNMENT_CLASSES))
     render_clip(tmp_path / "clip.mp4", ClipSpec(seconds=2, fps=25, shape_seconds={1}, tone_seconds={1}, seed=5,
                                                 **ALIGNMENT_CLASSES[category]))
     args = ["localize", str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "out"), "--no-pictures", "--json",
-            "--frames-per-second", "1", "--device", "cpu", "--quiet"]  # VGG-19 at 224 px: 2 frames keep it quick
+            "--frames-per-second", "1", "--device", "cpu"]  # VGG-19 at 224 px: 2 frames keep it quick
     assert main(args) == 0
     doc = json.loads(capsys.readouterr().out)
     run_dir = empty_cache / "runs" / f"authors-av-att-{blob[:12]}"
