@@ -119,26 +119,26 @@ def test_disk_full_labels(tmpfs, release):
 def test_disk_full_feature_cache_blames_the_cache_not_the_source(tmpfs, run_dir, small_ds):
     mnt, grow = tmpfs
     env = {**os.environ, "AVEL_CACHE_DIR": str(mnt)}
-    r = avel("evaluate", run_dir, "--data", small_ds, env=env)
+    r = avel("evaluate", run_dir, "--data", small_ds, "--precision", "fp32", env=env)
     line = error_line(r.stderr, str(mnt), "no space left", "feature cache")
     assert r.returncode != 0 and "truncated or corrupt" not in line and str(small_ds / "visual") not in line
     assert temporaries(mnt) == []  # the full-size .npy.part is gone: the space is free again
     grow("64m")
-    r = avel("evaluate", run_dir, "--data", small_ds, env=env)
+    r = avel("evaluate", run_dir, "--data", small_ds, "--precision", "fp32", env=env)
     assert r.returncode == 0, r.stderr
 
 
 def test_disk_full_train_checkpoint(tmpfs, small_ds):
     mnt, _ = tmpfs  # the V model's weights (2.6 MB of LSTM) do not fit
     r = avel("train", "--data", small_ds, "--model", "V", "--out", mnt / "run", "--epochs", 1, "--quiet",
-             "--threads", 1)
+             "--threads", 1, "--precision", "fp32")
     error_line(r.stderr, str(mnt / "run"), "no space left")
     assert r.returncode != 0 and temporaries(mnt) == [] and not (mnt / "run" / "model.safetensors").exists()
 
 
 def test_stdout_on_a_full_disk_is_one_line_naming_it(run_dir):
     with open("/dev/full", "w") as full:
-        r = subprocess.run(AVEL + ["evaluate", str(run_dir), "--json"], stdout=full, stderr=subprocess.PIPE,
+        r = subprocess.run(AVEL + ["evaluate", str(run_dir), "--json", "--precision", "fp32"], stdout=full, stderr=subprocess.PIPE,
                            text=True, timeout=600)
     assert r.returncode != 0
     error_line(r.stderr, "/dev/full", "no space left")
@@ -292,13 +292,12 @@ def test_wrong_types_and_values_in_run_files_are_one_line(run_dir, tmp_path, fil
     error_line(capsys.readouterr().err, str(run / file), needle)
 
 
-def test_a_run_file_that_is_a_list_is_one_line(run_dir, tmp_path):
+def test_a_run_file_that_is_a_list_is_one_line(run_dir, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     (run / "config.json").write_text("[1, 2]")
-    r = avel("evaluate", run)
-    assert r.returncode == 2
-    error_line(r.stderr, str(run / "config.json"), "must be a JSON object")
+    assert main(["evaluate", str(run)]) == 2
+    error_line(capsys.readouterr().err, str(run / "config.json"), "must be a JSON object")
 
 
 # ------------------------------------------------------------------ 4. non-finite weights
@@ -334,33 +333,31 @@ def test_nan_in_extractor_weights_is_refused(tmp_path):
 # ------------------------------------------------------------------ 5. data check catches what train refuses
 
 
-def test_check_refuses_values_beyond_the_float16_cache(small_ds, tmp_path):
+def test_check_refuses_values_beyond_the_float16_cache(small_ds, tmp_path, capsys):
     import h5py
 
     ds = tmp_path / "ds"
     shutil.copytree(small_ds, ds, ignore=shutil.ignore_patterns(".avel_cache"))
     with h5py.File(ds / "visual_feature.h5", "r+") as f:
         f["avadataset"][3, 2, 1, 1, 7] = 1e6
-    r = avel("data", "check", ds, "--no-progress")
-    assert r.returncode == 2
-    error_line(r.stderr, str(ds / "visual_feature.h5"), "row 3", "float16")
+    assert main(["data", "check", str(ds), "--no-progress"]) == 2
+    error_line(capsys.readouterr().err, str(ds / "visual_feature.h5"), "row 3", "float16")
 
 
-def test_check_refuses_an_empty_split(tmp_path):
+def test_check_refuses_an_empty_split(tmp_path, capsys):
     from avel.data.synth import generate
 
     ds = generate(tmp_path / "ds", videos=6, categories=2, progress=False)  # too few rows for a val split
-    r = avel("data", "check", ds, "--no-progress")
-    assert r.returncode == 2
-    error_line(r.stderr, "val_order.h5", "split is empty")
+    assert main(["data", "check", str(ds), "--no-progress"]) == 2
+    error_line(capsys.readouterr().err, "val_order.h5", "split is empty")
 
 
-def test_audio_map_models_are_refused_on_data_without_maps(small_ds, tmp_path):
-    r = avel("data", "check", small_ds, "--no-progress")
-    assert r.returncode == 0 and "A'" in r.stdout and "cannot be trained" in r.stdout
-    r = avel("train", "--data", small_ds, "--model", "A'", "--out", tmp_path / "run", "--quiet")
-    assert r.returncode == 2
-    error_line(r.stderr, "audio_feature_map.h5", "A'")
+def test_audio_map_models_are_refused_on_data_without_maps(small_ds, tmp_path, capsys):
+    assert main(["data", "check", str(small_ds), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "A'" in out and "cannot be trained" in out
+    assert main(["train", "--data", str(small_ds), "--model", "A'", "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    error_line(capsys.readouterr().err, "audio_feature_map.h5", "A'")
     assert not (tmp_path / "run").exists()
 
 
@@ -368,7 +365,8 @@ def test_audio_map_models_are_refused_on_data_without_maps(small_ds, tmp_path):
 
 
 def test_closed_stdout_pipe_ends_quietly_with_the_sigpipe_status(run_dir):
-    p = subprocess.Popen(AVEL + ["evaluate", str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(AVEL + ["evaluate", str(run_dir), "--precision", "fp32"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
     p.stdout.close()  # `| head -0`: the reader is gone before anything is written
     _, err = p.communicate(timeout=600)
     assert p.returncode == 141

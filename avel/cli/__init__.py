@@ -50,12 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     Ctrl-C (status 130, also when the interrupt first landed in a finalizer that swallowed it).
     """
     args = build_parser().parse_args(argv)
-    previous_hook = sys.unraisablehook
+    previous_hook, previous_stdout = sys.unraisablehook, sys.stdout
     sys.unraisablehook = _redeliver_interrupt(previous_hook)
+    sys.stdout = _NamedStdout(previous_stdout)
     try:
         return _run(args)
     finally:
-        sys.unraisablehook = previous_hook
+        sys.unraisablehook, sys.stdout = previous_hook, previous_stdout
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -78,10 +79,42 @@ def _run(args: argparse.Namespace) -> int:
         reason = write_problem(exc)
         if reason is None and not (isinstance(exc, OSError) and exc.filename):
             raise  # a bug: keep the traceback
-        where = getattr(exc, "filename", None) or _stdout_target()
-        if where == _stdout_target():
+        where = getattr(exc, "filename", None) or "(file not named by the library)"
+        if getattr(exc, "from_stdout", False):
             _silence_stdout()  # the rest of the buffered output cannot be written either
         return _fail(f"{bounded(str(where))}: {reason or bounded(exc.strerror or str(exc))}", AvelError.exit_code)
+
+
+class _NamedStdout:
+    """sys.stdout for the duration of a command: a failed write (full disk behind `> out.json`) is an
+    OSError naming where stdout goes, so it is told apart from other files' write errors."""
+
+    def __init__(self, stream) -> None:  # noqa: ANN001 (any text stream)
+        self._stream = stream
+
+    def _named(self, exc: OSError) -> OSError:
+        err = OSError(exc.errno, exc.strerror or str(exc), _stdout_target())
+        err.from_stdout = True  # type: ignore[attr-defined]
+        return err
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._named(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._named(exc) from None
+
+    def __getattr__(self, name: str):  # noqa: ANN204 (everything else: the real stream's)
+        return getattr(self._stream, name)
 
 
 def _fail(line: str, code: int) -> int:
