@@ -88,32 +88,29 @@ def prepare(model: str | Path | None = None, log: Callable[[str], None] | None =
 
 
 def localize(video: str | Path, model: str | Path = DEFAULT_MODEL, out: str | Path | None = None, *,
-             window: int | None = None, hop: int | None = None, pictures: bool = True,
+             window: int | None = None, hop: int | None = None, threshold: float | None = None,
+             min_duration: float | None = None, pictures: bool = True,
              log: Callable[[str], None] | None = None, **extractor_options: Any) -> LocalizeResult:
     """Find audio-visual events in a video.
 
     `model`: a built-in name (`avel models`) or a run directory; its extractor settings and backbone
     weights are used unless given here (`vgg19_weights=`, `vggish_weights=`, `image_size=`, ...).
-    `out`: folder for events.json, features.h5 and (with `pictures`) the attention pictures and
-    index.html; None keeps nothing on disk. `window` / `hop`: seconds per inference window and
-    between windows (default: the training clips' length and half of it).
+    `out`: folder for events.json, the exports, features.h5 and (with `pictures`) the attention
+    pictures and index.html; None keeps nothing on disk. `window` / `hop`: seconds per inference
+    window and between windows (default: the training clips' length and half of it); `threshold` /
+    `min_duration`: event merging as `avel localize --threshold / --min-duration` (default: theirs).
     """
     import tempfile
 
     from avel.io import read_h5
     from avel.localize.pipeline import OUTPUTS, localize_video
-    from avel.localize.runinfo import extractor_record, run_document, training_length
 
     resolved, cfg = prepare(model, log=log, **extractor_options)
-    doc = run_document(resolved.run_dir)
-    window = window or training_length(doc, extractor_record(resolved.run_dir, doc)[0])
-    hop = hop or max(1, window // 2)
-    if window < 1 or hop < 1:
-        raise AvelError(f"window and hop must be >= 1, got {window} and {hop}")
+    merging = {k: v for k, v in (("threshold", threshold), ("min_duration", min_duration)) if v is not None}
     with tempfile.TemporaryDirectory(prefix="avel-localize-") as tmp:
         folder = Path(out) if out is not None else Path(tmp)
         document = localize_video(video, resolved.run_dir, folder, cfg, window, hop,
-                                  pictures=pictures and out is not None, log=log)
+                                  pictures=pictures and out is not None, log=log, **merging)
         probabilities = read_h5(folder / OUTPUTS["features"], "probabilities")  # unrounded, unlike events.json
     document = {k: v for k, v in document.items() if k != "status"}  # as written to events.json
     events = [Event(e["category"], int(e["start"]), int(e["end"]), float(e["confidence"]))

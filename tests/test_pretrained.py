@@ -385,7 +385,7 @@ def test_readme_python_example_runs(served_model, empty_cache, weights, monkeypa
     place_default_weights(monkeypatch, empty_cache, weights)
     calls = []
 
-    def localize_video(video, run_dir, out_dir, cfg, window, hop, pictures=True, log=None):
+    def localize_video(video, run_dir, out_dir, cfg, window, hop, pictures=True, log=None, **merging):
         calls.append((Path(video), Path(run_dir), cfg))
         probs = np.eye(29, dtype=np.float32)[[28, 0, 0, 28]]
         write_h5(Path(out_dir) / "features.h5", {"probabilities": probs})
@@ -516,17 +516,18 @@ def test_localize_api_without_out_keeps_nothing(monkeypatch, tmp_path):
     probs = np.full((2, 29), 1 / 29, np.float32)
     calls = []
 
-    def localize_video(video, run_dir, out_dir, cfg, window, hop, pictures=True, log=None):
-        calls.append((Path(out_dir), cfg.image_size, window, hop, pictures))
+    def localize_video(video, run_dir, out_dir, cfg, window, hop, pictures=True, log=None, **merging):
+        calls.append((Path(out_dir), cfg.image_size, window, hop, pictures, merging))
         write_h5(Path(out_dir) / "features.h5", {"probabilities": probs})
         return {"events": [{"category": "Dog", "start": 0, "end": 2, "confidence": 0.5}], "classes": ["Dog"],
                 "seconds": [{"label": "Dog"}, {"label": "Dog"}], "status": "done"}
 
     monkeypatch.setattr(pipeline, "localize_video", localize_video)
     result = avel.localize(tmp_path / "clip.mp4", model=run, vgg19_weights="a.h5", vggish_weights="b.pth",
-                           image_size=64)
-    (folder, image_size, window, hop, pictures), = calls
-    assert not folder.exists() and result.out_dir is None and (image_size, window, hop, pictures) == (64, 10, 5, False)
+                           image_size=64, window=8, threshold=0.5)
+    (folder, image_size, window, hop, pictures, merging), = calls
+    assert not folder.exists() and result.out_dir is None
+    assert (image_size, window, hop, pictures, merging) == (64, 8, None, False, {"threshold": 0.5})
     assert result.events == [avel.Event("Dog", 0, 2, 0.5)] and json.loads(result.events[0].to_json())["end"] == 2
     assert "status" not in json.loads(result.to_json()) and np.array_equal(result.probabilities, probs)
 
