@@ -392,6 +392,24 @@ def test_an_interrupt_swallowed_by_a_weakref_callback_still_stops_the_command():
     assert r.returncode == 130, r.stderr
 
 
+def test_ctrl_c_stops_synth_with_status_130_and_the_rerun_resumes(tmp_path):
+    out = tmp_path / "ds"
+    args = ["data", "synth", "--out", str(out), "--videos", "40", "--categories", "2", "--no-progress"]
+    p = subprocess.Popen(AVEL + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / ".visual_feature.h5.part").exists() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=300)
+    if p.returncode == 0:
+        pytest.skip("generation finished before the interrupt arrived")
+    assert p.returncode == 130 and "avel: interrupted" in err and "Traceback" not in err
+    assert not (out / "avel_synth.json").exists()
+    r = avel(*args)
+    assert r.returncode == 0, r.stderr
+    assert (out / "avel_synth.json").is_file() and temporaries(out) == []
+
+
 def test_forked_workers_die_with_their_parent(tmp_path):
     """The reproduce pool's worker setup: a worker outlives no parent (PR_SET_PDEATHSIG + ppid check)."""
     script = (
