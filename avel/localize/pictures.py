@@ -34,6 +34,7 @@ AXIS_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)  # s betw
 MAX_CELL_LABELS = 60  # seconds: longer timelines show colours only (labels on hover and in the "now" line)
 MIN_CHART_PROBABILITY = 0.05  # event classes whose probability never reaches this are left out of the chart
 GIF_SECONDS_PER_FRAME = 1.0  # playback: one picture per second of video, in real time
+GIF_MAX_SECONDS = 120  # videos longer than this get no animated GIF (600 frames make ~20 MB; the page plays the video)
 CAPTION_HEIGHT = 18  # pixels of the caption bar under each picture
 TOP_CLASSES = 5  # event classes drawn in the probability chart (highest peak first)
 EVENT_COLOUR = (40, 170, 80)  # caption colour of seconds labelled with an event

@@ -26,7 +26,7 @@ from avel.io import read_json_if_exists, write_h5, write_json
 from avel.localize.events import DEFAULT_MIN_DURATION, DEFAULT_THRESHOLD, events_document
 from avel.localize.exports import EXPORTS, write_exports
 from avel.localize.infer import window_starts, windowed_predict
-from avel.localize.pictures import (attention_flatness, captioned, gif_bytes, overlay, png_bytes, probability_chart,
+from avel.localize.pictures import (GIF_MAX_SECONDS, attention_flatness, captioned, gif_bytes, overlay, png_bytes, probability_chart,
                                     write_html)
 from avel.localize.progress import Stages
 from avel.localize.runinfo import class_names, extractor_record, synthetic_warning, training_length
@@ -217,7 +217,7 @@ def localize_with(loc: Localizer, video: str | Path, out_dir: str | Path,
                "stated_duration": None if stated is None else round(stated, 3),
                "num_segments": feats.num_segments, "has_audio": feats.has_audio},
         model={"run": str(loc.run_dir), "name": loc.model_name, "has_attention": attention is not None,
-               "trained_on": "AVE-Synth (synthetic stand-in)" if loc.synthetic else (data.get("root") or "unknown"),
+               "trained_on": "AVE-Synth (synthetic stand-in)" if loc.synthetic else (data.get("root") or "not recorded"),
                "trained_on_synthetic": loc.synthetic},
         extractor={k: v for k, v in loc.extractor.info.items() if k != "rows"},
         windows={"length": loc.window, "hop": loc.hop},
@@ -231,9 +231,11 @@ def localize_with(loc: Localizer, video: str | Path, out_dir: str | Path,
                                                  if attention is not None else {})})
     write_exports(out_dir, result)
     if options.pictures:
+        stages.start("frames", feats.num_segments)
+        frames = display_frames(video, loc.cfg, feats.num_segments, progress=lambda n: stages.set("frames", n))
+        stages.finish("frames")
         stages.start("pictures", feats.num_segments)
-        frames = display_frames(video, loc.cfg, feats.num_segments, progress=lambda n: stages.set("pictures", n))
-        write_pictures(out_dir, result, probs, attention, frames, video)
+        write_pictures(out_dir, result, probs, attention, frames, video, progress=lambda n: stages.set("pictures", n))
         stages.finish("pictures")
     write_json(out_dir / OUTPUTS["events"], result)
     stages.close()
@@ -261,24 +263,25 @@ def localize_video(video: str | Path, run_dir: str | Path, out_dir: str | Path, 
 
 
 def write_pictures(out_dir: Path, result: dict, probs: np.ndarray, attention: np.ndarray | None,
-                   frames: np.ndarray, video: Path | None = None) -> None:
-    """attention/second_NNN.png, attention.gif and index.html (with the video beside or linked)."""
+                   frames: np.ndarray, video: Path | None = None, progress: Callable[[int], None] | None = None) -> None:
+    """attention/second_NNN.png, attention.gif and index.html (with the video beside or linked);
+    `progress(seconds done)` after each second's picture."""
     from avel.io import atomic_path
     from avel.localize.pictures import place_video
 
-    images = [captioned(overlay(frame, None if attention is None else attention[s["second"]]),
-                        f"{s['second']} s: {s['label'][:24]} {s['probability']:.2f}", s["is_event"])
-              for s, frame in zip(result["seconds"], frames)]
-    pics = [png_bytes(img) for img in images]
-    folder = out_dir / OUTPUTS["pictures"]
-    folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for s, data in zip(result["seconds"], pics):
+    (out_dir / OUTPUTS["pictures"]).mkdir(parents=True, exist_ok=True)
+    images, pics, names = [], [], []
+    for s, frame in zip(result["seconds"], frames):
+        images.append(captioned(overlay(frame, None if attention is None else attention[s["second"]]),
+                                f"{s['second']} s: {s['label'][:24]} {s['probability']:.2f}", s["is_event"]))
+        pics.append(png_bytes(images[-1]))
         names.append(f"{OUTPUTS['pictures']}/second_{s['second']:03d}.png")
         with atomic_path(out_dir / names[-1]) as tmp:
-            tmp.write_bytes(data)
+            tmp.write_bytes(pics[-1])
+        if progress is not None:
+            progress(len(pics))
     gif = None
-    if attention is not None:
+    if attention is not None and len(images) <= GIF_MAX_SECONDS:  # longer: the page plays the video itself
         gif = gif_bytes(images)
         with atomic_path(out_dir / OUTPUTS["gif"]) as tmp:
             tmp.write_bytes(gif)
