@@ -99,7 +99,7 @@ def audio_attention_grid(path: str | Path, maps: np.ndarray, titles: Sequence[st
     path = Path(path)
     maps = np.asarray(maps, dtype=float)
     v, t = maps.shape[:2]
-    fig, axes = plt.subplots(v, t, figsize=(1.0 * t, 1.0 * v + 0.4), squeeze=False)
+    fig, axes = plt.subplots(v, t, figsize=(1.0 * t + 1.2, 1.1 * v + 0.4), squeeze=False)
     for i in range(v):
         for j in range(t):
             ax = axes[i, j]
@@ -110,7 +110,7 @@ def audio_attention_grid(path: str | Path, maps: np.ndarray, titles: Sequence[st
             event = seconds_labels is not None and bool(seconds_labels[i, j])
             ax.set_title(f"{j}s" + ("*" if event else ""), fontsize=7)
             if j == 0:
-                ax.set_ylabel(titles[i], fontsize=7)
+                ax.set_ylabel(titles[i], fontsize=7, rotation=0, ha="right", va="center")
     fig.suptitle(f"Visual-guided audio attention of {model} (per second: time across, mel bands up); "
                  "* = event second", fontsize=8)
     _save(fig, path)
