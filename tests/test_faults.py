@@ -364,8 +364,11 @@ def test_audio_map_models_are_refused_on_data_without_maps(small_ds, tmp_path, c
 # ------------------------------------------------------------------ 6. signals and process trees
 
 
-def test_closed_stdout_pipe_ends_quietly_with_the_sigpipe_status(run_dir):
-    p = subprocess.Popen(AVEL + ["evaluate", str(run_dir), "--precision", "fp32"], stdout=subprocess.PIPE,
+@pytest.mark.parametrize("command", [["evaluate", "{run}", "--precision", "fp32"],
+                                     ["data", "check", "{ds}", "--no-progress"]],  # print / rich tables
+                         ids=lambda c: c[0])
+def test_closed_stdout_pipe_ends_quietly_with_the_sigpipe_status(command, run_dir, small_ds):
+    p = subprocess.Popen(AVEL + [c.format(run=run_dir, ds=small_ds) for c in command], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     p.stdout.close()  # `| head -0`: the reader is gone before anything is written
     _, err = p.communicate(timeout=600)

@@ -66,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
         return code
     except AvelError as exc:
         return _fail(str(exc), exc.exit_code)
-    except BrokenPipeError:
+    except (BrokenPipeError, StdoutClosed):
         _silence_stdout()
         return SIGPIPE_EXIT
     except KeyboardInterrupt:
@@ -85,14 +85,22 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(f"{bounded(str(where))}: {reason or bounded(exc.strerror or str(exc))}", AvelError.exit_code)
 
 
+class StdoutClosed(OSError):
+    """The reader of stdout went away (`| head -1`). Not a BrokenPipeError, so that no library on the
+    way (rich exits with status 1 on one) handles it: main ends quietly with the SIGPIPE status."""
+
+
 class _NamedStdout:
     """sys.stdout for the duration of a command: a failed write (full disk behind `> out.json`) is an
-    OSError naming where stdout goes, so it is told apart from other files' write errors."""
+    OSError naming where stdout goes, so it is told apart from other files' write errors; a closed
+    pipe is StdoutClosed."""
 
     def __init__(self, stream) -> None:  # noqa: ANN001 (any text stream)
         self._stream = stream
 
     def _named(self, exc: OSError) -> OSError:
+        if isinstance(exc, BrokenPipeError):
+            return StdoutClosed(exc.errno, exc.strerror)
         err = OSError(exc.errno, exc.strerror or str(exc), _stdout_target())
         err.from_stdout = True  # type: ignore[attr-defined]
         return err
@@ -100,16 +108,12 @@ class _NamedStdout:
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
-        except BrokenPipeError:
-            raise
         except OSError as exc:
             raise self._named(exc) from None
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BrokenPipeError:
-            raise
         except OSError as exc:
             raise self._named(exc) from None
 
