@@ -145,7 +145,7 @@ def test_evaluate_on_other_data_says_so_in_text_and_json(run, ds, other, other_s
     assert main(["evaluate", str(out), "--data", str(other_synth)]) == 0
     text = capsys.readouterr().out
     assert "WARNING: this is not the data the run was trained on (audio features differ" in text
-    assert text.startswith("data: AVE-Synth (synthetic)")
+    assert text.startswith("data: AVE-Synth at ") and "AVE-Synth is synthetic: its numbers test" in text
     assert main(["evaluate", str(out)]) == 0
     assert "WARNING" not in capsys.readouterr().out
 
@@ -247,7 +247,7 @@ def test_cli_train_states_dataset_baselines_and_test_selection(tiny_synth, tmp_p
     text = capsys.readouterr().out
     assert "majority class " in text and "chance 3.45%" in text
     assert "test accuracy over validation points (never used to select): best " in text
-    assert "data: AVE-Synth (synthetic:" in text
+    assert "data: AVE-Synth at " in text and "(AVE-Synth is synthetic: its numbers test" in text
 
 
 # ---------------------------------------------------------------- reports

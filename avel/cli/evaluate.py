@@ -33,8 +33,7 @@ def format_report(r: dict[str, Any]) -> str:
     lines = []
     d = r.get("dataset")
     if d:
-        lines.append(f"data: {d['name']}{' (synthetic)' if d.get('synthetic') else ''} at {d.get('root')}"
-                     + (f"; {d['note']}" if d.get("synthetic") else ""))
+        lines.append(f"data: {d['name']} at {d.get('root')}" + (f" ({d['note']})" if d.get("synthetic") else ""))
     if r.get("training_data") == "different":
         lines.append("WARNING: this is not the data the run was trained on ("
                      + "; ".join(r.get("training_data_differences") or []) + ")")

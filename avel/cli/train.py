@@ -98,7 +98,7 @@ def _train(args: argparse.Namespace) -> int:
                   f"epoch {sel['best_epoch']}, {sel['difference']:.2f} points above the selected checkpoint's")
         data = results.get("dataset") or {}
         if data:
-            print(f"data: {data['name']}" + (f" (synthetic: {data['note']})" if data.get("synthetic") else "")
-                  + f" at {data.get('root')}")
+            print(f"data: {data['name']} at {data.get('root')}" + (f" ({data['note']})" if data.get("synthetic")
+                                                                       else ""))
         print(f"wrote {args.out}")
     return 0
