@@ -291,7 +291,7 @@ def test_exports_parse_back_by_hand(tmp_path):
 
 # ---------------------------------------------------------------- many videos, resume, page, warnings
 
-FAST = ["--frames-per-second", "1", "--image-size", "32", "--quiet"]
+FAST = ["--frames-per-second", "1", "--image-size", "32", "--precision", "fp32", "--quiet"]
 
 
 @pytest.fixture(scope="module")
