@@ -158,8 +158,11 @@ def record_extractor(entry: PretrainedModel) -> None:
             **{k: entry.extractor[k] for k in ("frames_per_second", "image_size", "resize")},
             "source": f"{entry.name}: the AVE authors' extractor (Keras ImageNet VGG-19 pool5, VGGish), "
                       "recorded by avel with the weight files it uses for them"}
-    with output_lock(cache_root()):
-        write_json(path, info)
+    try:
+        with output_lock(cache_root()):
+            write_json(path, info)
+    except (AvelError, OSError):
+        pass  # a read-only cache (e.g. shared, filled by someone else): localize then assumes the extractor
 
 
 def _stderr(msg: str) -> None:

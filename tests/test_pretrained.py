@@ -430,6 +430,21 @@ def test_localize_without_model_uses_the_default(served_model, empty_cache, weig
     assert len(requested) == 1 and len(imports) == 1
 
 
+def test_read_only_filled_cache_still_works(served_model, empty_cache, weights, monkeypatch):
+    """A cache filled elsewhere and read-only here: nothing to download, so nothing is locked or written
+    (extractor.json, when missing, is skipped rather than failing)."""
+    place_default_weights(monkeypatch, empty_cache, weights)
+    run_dir = pretrained.resolve_model("authors-av-att", weights=()).run_dir  # filled
+
+    def read_only(folder):
+        raise AvelError("cannot lock for writing: Read-only file system", folder)
+
+    monkeypatch.setattr(pretrained, "output_lock", read_only)
+    monkeypatch.setattr(cache, "output_lock", read_only)
+    assert pretrained.resolve_model("authors-av-att").run_dir == run_dir
+    assert not (run_dir / "extractor.json").exists()
+
+
 def test_placed_file_with_wrong_hash_is_refused(served_model, empty_cache):
     _, imports, blob = served_model
     placed = empty_cache / "models" / "AV_att.pt"
