@@ -48,7 +48,7 @@ def write_problem(exc: BaseException) -> str | None:
     return None
 
 
-def write_error(exc: BaseException, path: str | Path):
+def write_error(exc: BaseException, path: str | Path) -> Exception | None:
     """An AvelError naming `path` (the file or folder being written) for a failed write, or None when
     `exc` is not one (a bug, or a read error: let it propagate as it is)."""
     from avel.errors import AvelError
@@ -67,15 +67,14 @@ def is_write_failure(exc: BaseException) -> bool:
     return bool(getattr(exc, "write_failure", False)) or write_problem(exc) is not None
 
 
-def remove_temporaries(folder: str | Path, extra: tuple[str, ...] = ()) -> list[Path]:
-    """Delete the temporaries a killed writer left in `folder` (atomic_path's `.NAME.XXXXXXXX.part`, plus
-    files matching the glob patterns `extra`). Call only while holding `output_lock(folder)`: no live
-    writer can then own them."""
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporaries a killed writer left in `folder` (atomic_path's `.NAME.XXXXXXXX.part`;
+    resumable parts under other names are the caller's). Call only while holding
+    `output_lock(folder)`: no live writer can then own them."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     stale = [p for p in folder.iterdir() if TEMP_PATTERN.match(p.name) and p.is_file()]
-    stale += [p for pattern in extra for p in folder.glob(pattern) if p.is_file() and p not in stale]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
