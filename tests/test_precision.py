@@ -303,3 +303,16 @@ def test_localize_finds_the_same_events_in_bf16_and_fp32(tmp_path, weights, caps
     p32 = np.array([s["probabilities"] for s in docs["fp32"]["seconds"]])
     p16 = np.array([s["probabilities"] for s in docs["bf16"]["seconds"]])
     assert np.abs(p16 - p32).max() < 0.05
+
+
+def test_reproduce_passes_and_reports_the_precision(tmp_path, monkeypatch):
+    from avel.report.markdown import _settings_section
+    from avel.report.pipeline import Options, precision_record, train_overrides
+
+    assert "precision" not in train_overrides(Options(out=tmp_path))  # auto: the TrainConfig default
+    assert train_overrides(Options(out=tmp_path, precision="bf16"))["precision"] == "bf16"
+    mock_probe(monkeypatch, 0.02)
+    rec = precision_record(Options(out=tmp_path))
+    assert rec["compute"] == "fp32" and rec["requested"] == "auto" and rec["bf16_speedup"] == 0.02
+    text = _settings_section({"settings": {"seeds": [0], "precision": rec}})
+    assert f"Compute precision: fp32 on cpu ({rec['reason']}; {rec['machine']})." in text
