@@ -98,9 +98,6 @@ def _settings_section(results: dict[str, Any]) -> str:
     p = s.get("precision")
     if p:
         lines += ["", f"Compute precision: {p['compute']} on {p['device']} ({p['reason']}; {p['machine']})."]
-    p = s.get("precision")
-    if p:
-        lines += ["", f"Compute precision: {p['compute']} on {p['device']} ({p['reason']}; {p['machine']})."]
     if t:
         lines += ["", f"Runs: {t.get('runs_trained', 0)} trained now, {t.get('runs_reused', 0)} reused from an "
                       f"earlier invocation; wall time of this invocation {t.get('wall_seconds', 0.0):.0f} s."]
