@@ -292,6 +292,17 @@ def test_wrong_types_and_values_in_run_files_are_one_line(run_dir, tmp_path, fil
     error_line(capsys.readouterr().err, str(run / file), needle)
 
 
+def test_every_stored_config_round_trips_through_json():
+    """What to_dict writes, from_dict reads back unchanged (a new field's type must be checkable)."""
+    from avel.crossmodal.models import CrossModalConfig
+    from avel.models.registry import ModelConfig
+    from avel.train.config import TrainConfig
+
+    for cfg in (TrainConfig(), ModelConfig(audio_map_shape=(6, 4, 512), extra={"k": 1}),
+                CrossModalConfig(method="dcca")):
+        assert type(cfg).from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
 def test_a_run_file_that_is_a_list_is_one_line(run_dir, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
