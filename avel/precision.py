@@ -1,16 +1,17 @@
 """Compute precision: fp32, or bf16 / fp16 matrix products under autocast where the hardware is fast at them.
 
 Many CPUs (Intel AMX, AVX-512-BF16) and most GPUs multiply bf16 matrices several times faster than
-fp32; CPUs without such units (e.g. AVX2-only AMD) run bf16 products 30-50x *slower* (oneDNN
-emulates them). So `auto` measures: once per process and device type, a short probe times a few
-256x256 products in fp32 and in bf16 on one core (~50-100 ms), and bf16 is chosen only where it is at least
+fp32; CPUs without such units (e.g. AVX2-only AMD) run bf16 products 100x or more *slower* (0.002-0.01x
+fp32 measured on an AMD EPYC: oneDNN emulates them). So `auto` measures: once per process and device
+type, a short probe times a few 256x256 products in fp32 and in bf16 on one core (~100 ms on an
+idle machine), and bf16 is chosen only where it is at least
 `AUTO_MIN_SPEEDUP` times faster. On CUDA no probe is needed: bf16 where the GPU supports it, else
 fp16 (training then scales the loss with a GradScaler).
 
 Precision is a compute setting, never a storage one: weights, optimizer state and stored features
 stay fp32 (or the released layout's dtype); autocast runs the convolutions, linear layers and
-matrix products in the lower precision with fp32 accumulation and keeps reductions, softmax and
-losses in fp32. What was chosen is printed once per process (stderr) and recorded
+matrix products in the lower precision with fp32 accumulation; losses, the probabilities avel
+returns and the fused attention's softmax stay fp32. What was chosen is printed once per process (stderr) and recorded
 (`Decision.record()`) in extractor.json, run configs and reports.
 """
 
