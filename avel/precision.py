@@ -111,7 +111,7 @@ def probe_cpu_bf16_speedup() -> float:
 
 _probe: Callable[[], float] = probe_cpu_bf16_speedup  # replaced by tests (a mocked probe)
 _speedups: dict[str, float] = {}  # device type -> measured speedup (once per process)
-_announced: set[tuple[str, str, str]] = set()  # (device type, requested, compute) already printed
+_announced: set[tuple[str, ...]] = set()  # (device type, requested, compute[, "warning"]) already printed
 
 
 def cpu_bf16_speedup() -> float:
@@ -178,11 +178,12 @@ def warning_text(decision: Decision) -> str | None:
     return None
 
 
-def decide(requested: str, device: torch.device | str, *, announce: bool = True) -> Decision:
+def decide(requested: str, device: torch.device | str, *, announce: bool = True, warn: bool | None = None
+           ) -> Decision:
     """The precision to compute in on `device` for a requested auto / fp32 / bf16 (probe cached per process).
 
-    With `announce`, the choice (and the warning for an explicit bf16 that is slow here) is printed
-    once per process on stderr."""
+    With `announce`, the choice is printed once per process on stderr; with `warn` (default: as
+    `announce`), the warning for an explicit bf16 that is slow here (a --quiet command still warns)."""
     import torch
 
     check_precision(requested)
@@ -194,9 +195,10 @@ def decide(requested: str, device: torch.device | str, *, announce: bool = True)
     if announce and key not in _announced:
         _announced.add(key)
         print(f"avel: precision {decision.compute} on {kind} ({decision.reason})", file=sys.stderr)
-        warning = warning_text(decision)
-        if warning is not None:
-            print(warning, file=sys.stderr)
+    warning = warning_text(decision)
+    if (announce if warn is None else warn) and warning is not None and (*key, "warning") not in _announced:
+        _announced.add((*key, "warning"))
+        print(warning, file=sys.stderr)
     if kind == "cuda":
         # products of bf16/fp16 inputs keep fp32 accumulators (cuBLAS may otherwise reduce in the lower precision)
         torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False

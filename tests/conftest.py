@@ -42,3 +42,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def precision_decided():
+    """Run the --precision auto probe (and its one stderr line per process) once, before any test, so
+    that no test's captured stderr depends on whether an earlier test already triggered it."""
+    from avel import precision
+
+    precision.decide("auto", "cpu")
+    yield

@@ -22,10 +22,14 @@ from avel.precision import Decision, autocast, decide, warning_text
 
 @pytest.fixture(autouse=True)
 def fresh_decisions():
-    """Every test starts without a cached probe or announcement, and leaves none behind."""
+    """Every test starts without a cached probe or announcement; the process's state is restored after
+    (other tests' stderr must not gain the announcement line again)."""
+    saved = dict(precision._speedups), set(precision._announced)
     precision.reset()
     yield
     precision.reset()
+    precision._speedups.update(saved[0])
+    precision._announced.update(saved[1])
 
 
 def mock_probe(monkeypatch, factor: float) -> list[int]:
@@ -316,3 +320,11 @@ def test_reproduce_passes_and_reports_the_precision(tmp_path, monkeypatch):
     assert rec["compute"] == "fp32" and rec["requested"] == "auto" and rec["bf16_speedup"] == 0.02
     text = _settings_section({"settings": {"seeds": [0], "precision": rec}})
     assert f"Compute precision: fp32 on cpu ({rec['reason']}; {rec['machine']})." in text
+
+
+def test_quiet_commands_still_warn_about_slow_bf16(monkeypatch, capsys):
+    mock_probe(monkeypatch, 0.02)
+    decide("bf16", "cpu", announce=False, warn=True)  # what a --quiet avel train does
+    assert capsys.readouterr().err.splitlines() == ["avel: warning: bf16 runs at 0.02x fp32 here"]
+    decide("auto", "cpu", announce=False)
+    assert capsys.readouterr().err == ""

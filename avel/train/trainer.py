@@ -199,7 +199,8 @@ class _Trainer:
     def __init__(self, ds: Any, model_cfg: ModelConfig, cfg: TrainConfig, out: Path, *, progress: bool,
                  device: torch.device, info: DistInfo) -> None:
         self.ds, self.model_cfg, self.cfg, self.out = ds, model_cfg, cfg, out
-        self.precision = decide(cfg.precision, device, announce=info.is_main)  # bf16/fp16 autocast or fp32
+        # bf16/fp16 autocast or fp32; the choice is said unless quiet, a slow explicit bf16 always warned about
+        self.precision = decide(cfg.precision, device, announce=progress and info.is_main, warn=info.is_main)
         self.scaler = grad_scaler(self.precision)  # fp16 loss scaling on CUDA; a pass-through otherwise
         self.device, self.info = device, info
         self.progress = progress and info.is_main
