@@ -147,6 +147,8 @@ def test_selection_rules():
     assert selection_key(best, False, better_loss, 5) > selection_key(best, False, val, 0)  # tie -> lower loss
     assert not selection_key(first, False, better_loss, 5) > selection_key(first, False, val, 0)  # first kept
     assert selection_key(last, False, {**val, "val_accuracy": 0.1}, 5) > selection_key(last, False, val, 0)
+    # the authors' weak script saves only when accuracy > 0 (their best_val_acc stays 0)
+    assert not selection_key(last, False, {**val, "val_accuracy": 0.0}, 10) > selection_key(last, False, val, 5)
     assert selection_key(best, True, val, 0)[0] == 40.0  # weak: video-level accuracy
 
 

@@ -26,7 +26,7 @@ from (config.json keeps every field, so a run shows exactly what it trained with
         is the first one with the highest per-second accuracy on the *test* split (strictly greater
         than the best so far, starting from 0); weak_supervised_main.py validates on the validation
         split (per-second accuracy) but never updates `best_val_acc`, so it overwrites the checkpoint
-        at every validation: the last validated epoch (246 of 250) is kept;
+        at every validation with accuracy > 0: the last such validated epoch (normally 246 of 250);
       - features fed unscaled (no standardization).
     Not reproduced: their weight initialisation (xavier_uniform on some layers) and CUDA; avel's
     networks keep their own initialisation.
@@ -130,10 +130,12 @@ def selection_key(cfg: TrainConfig, weak: bool, val: dict[str, float], epoch: in
 
     best        avel: (score, -val loss), score = per-second accuracy (weak: video-level accuracy)
     first-best  authors' supervised script: per-second accuracy only, the first epoch reaching the best
-    last        authors' weak script: every validation replaces the checkpoint
+    last        authors' weak script: every validation with accuracy > 0 replaces the checkpoint (their
+                `if val_acc > best_val_acc` with best_val_acc never updated from 0); the first validation
+                is kept whatever its accuracy, so that a checkpoint exists
     """
     if cfg.selection == "last":
-        return (float(epoch),)
+        return (float(epoch),) if val["val_accuracy"] > 0 else (-1.0,)
     if cfg.selection == "first-best":
         return (round(val["val_accuracy"], 6),)
     score = val["val_video_accuracy"] if weak else val["val_accuracy"]
