@@ -42,7 +42,7 @@ def main() -> None:
         raise SystemExit(f"no curves.csv with test_seconds under {args.root}")
     print(f"{runs} runs, {epochs} validation points")
     print(f"test scoring: {test_s:.1f} s; training + validation: {rest_s:.1f} s; "
-          f"overhead {100.0 * test_s / rest_s:.2f}% of the epoch time")
+          f"overhead +{100.0 * test_s / rest_s:.2f}% on top of training + validation")
     if gaps:
         gaps.sort()
         print(f"best-over-epochs minus selected test accuracy: mean {sum(gaps) / len(gaps):.2f} points, "
