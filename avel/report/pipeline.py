@@ -164,7 +164,7 @@ def dataset_info(ds: Any, root: Path) -> dict[str, Any]:
             "audio_maps": getattr(ds, "audio_map", None) is not None, "baselines": test_baselines(ds)}
 
 
-def test_baselines(ds: Any, split: str = "test") -> dict[str, Any]:
+def test_baselines(ds: Any, split: str = "test") -> dict[str, Any] | None:
     """The rates every accuracy table is read against (avel.train.evaluate.baselines on the test
     split's labels): majority class and its rate, chance rate, and per category (class order) the
     number of test videos and their majority rate. None for a dataset without per-second labels."""
