@@ -1,7 +1,7 @@
 """Compute precision: fp32, or bf16 / fp16 matrix products under autocast where the hardware is fast at them.
 
 Many CPUs (Intel AMX, AVX-512-BF16) and most GPUs multiply bf16 matrices several times faster than
-fp32; CPUs without such units (e.g. AVX2-only AMD) run bf16 products 100x or more *slower* (0.002-0.01x
+fp32; CPUs without such units (e.g. AVX2-only AMD) run bf16 products 30x or more *slower* (0.002-0.03x
 fp32 measured on an AMD EPYC: oneDNN emulates them). So `auto` measures: once per process and device
 type, a short probe times a few 256x256 products in fp32 and in bf16 on one core (~100 ms on an
 idle machine), and bf16 is chosen only where it is at least
