@@ -395,6 +395,11 @@ def reproduce(opts: Options, backend: Backend | None = None) -> dict[str, Any]:
         raise AvelError(f"--seeds must be at least 1, got {n_seeds}")
     seeds = list(range(n_seeds))
     select_cells(C.cells_for(opts.sections, audio_maps=True), opts.cells)  # bad --cells: fail before any work
+    n_workers(opts)  # bad --workers, --device: fail before generating any data
+    if opts.device != "cpu":
+        from avel.train.distributed import resolve_device
+
+        resolve_device(opts.device)
     opts.out.mkdir(parents=True, exist_ok=True)
     ds, root = prepare_data(opts, backend)
     info = dataset_info(ds, root)
@@ -424,11 +429,6 @@ def reproduce(opts: Options, backend: Backend | None = None) -> dict[str, Any]:
                 "runs_reused": stats.reused, "train_seconds": stats.seconds},
     )
     write_json(opts.out / RESULTS_FILE, results)
-    n_workers(opts)  # bad --workers, --device: fail before generating any data
-    if opts.device != "cpu":
-        from avel.train.distributed import resolve_device
-
-        resolve_device(opts.device)
     write_text(opts.out / REPORT_FILE, render_report(results))
     return results
 

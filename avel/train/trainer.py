@@ -324,11 +324,11 @@ class _Trainer:
 
             standardize.attach(model, self._input_stats())
         model = model.to(self.device)
-        keep_recurrent_fp32(model, self.precision)  # CPU: LSTMs in fp32 inside autocast (avel.precision)
         if cfg.init_from:  # fine-tune: attention + LSTMs from another run (a resumed run then loads its own state)
             from avel.train.init_from import init_from_run
 
             init_from_run(ckpt.unwrap(model), self.model_cfg, cfg, cfg.init_from)
+        keep_recurrent_fp32(model, self.precision)  # CPU: LSTMs in fp32 inside autocast (avel.precision)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.state = _State()
         saved = ckpt.load_resume_state(self.out, model, opt) if resume else None
