@@ -17,7 +17,9 @@ TrainConfig.standardize=False (`--no-standardize`) turns it off for exact reprod
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +32,10 @@ INPUT_KEYS = ("audio", "visual", "audio_map")  # model inputs standardized per c
 FIT_CHUNK = 64  # rows read per step while fitting (a visual row is 1 MB as float32)
 REL_FLOOR = 1e-3  # a channel's std is at least this fraction of the median channel std (dead channels)
 
+# (id of the array, digest of the rows) -> (weak reference to the array, (mean, std)): the runs of one
+# process (e.g. a reproduction worker training many cells on one dataset) fit each input once.
+_FITTED: dict[tuple[int, str], tuple[Any, tuple[np.ndarray, np.ndarray]]] = {}
+
 
 def fit(arrays: Mapping[str, Any], rows: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-channel (mean, std) of each array in `arrays` whose key is in INPUT_KEYS, over `rows`.
@@ -41,9 +47,14 @@ def fit(arrays: Mapping[str, Any], rows: np.ndarray) -> dict[str, tuple[np.ndarr
     from avel.train.data import read_rows
 
     rows = np.sort(np.asarray(rows, dtype=np.int64))
+    digest = hashlib.blake2b(rows.tobytes(), digest_size=16).hexdigest()
     out = {}
     for key, arr in arrays.items():
         if key not in INPUT_KEYS:
+            continue
+        hit = _FITTED.get((id(arr), digest))
+        if hit is not None and hit[0]() is arr:  # the same, still living array object: same statistics
+            out[key] = hit[1]
             continue
         c = int(arr.shape[-1])
         s1, s2, n = np.zeros(c), np.zeros(c), 0
@@ -57,6 +68,10 @@ def fit(arrays: Mapping[str, Any], rows: np.ndarray) -> dict[str, tuple[np.ndarr
         live = std[std > 0]
         floor = REL_FLOOR * float(np.median(live)) if len(live) else 1.0
         out[key] = (mean.astype(np.float32), np.maximum(std, floor).astype(np.float32))
+        try:
+            _FITTED[(id(arr), digest)] = (weakref.ref(arr), out[key])
+        except TypeError:  # an array type without weak references: not cached
+            pass
     return out
 
 
@@ -68,8 +83,9 @@ class InputStandardizer(nn.Module):
         self.keys = tuple(k for k in INPUT_KEYS if k in stats)
         for k in self.keys:
             mean, std = stats[k]
-            self.register_buffer(f"{k}_mean", torch.as_tensor(np.asarray(mean), dtype=torch.float32))
-            self.register_buffer(f"{k}_std", torch.as_tensor(np.asarray(std), dtype=torch.float32))
+            # copies: loading a checkpoint writes into the buffers, never into fit()'s cached arrays
+            self.register_buffer(f"{k}_mean", torch.tensor(np.asarray(mean, dtype=np.float32)))
+            self.register_buffer(f"{k}_std", torch.tensor(np.asarray(std, dtype=np.float32)))
 
     def forward(self, inputs: dict[str, Any]) -> dict[str, Any]:
         out = dict(inputs)
