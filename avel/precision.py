@@ -182,8 +182,9 @@ def decide(requested: str, device: torch.device | str, *, announce: bool = True,
            ) -> Decision:
     """The precision to compute in on `device` for a requested auto / fp32 / bf16 (probe cached per process).
 
-    With `announce`, the choice is printed once per process on stderr; with `warn` (default: as
-    `announce`), the warning for an explicit bf16 that is slow here (a --quiet command still warns)."""
+    With `announce`, a choice avel made (auto) is printed once per process on stderr; an explicit
+    fp32/bf16 is what the user typed and is not repeated back. With `warn` (default: as `announce`),
+    the warning for an explicit bf16 that is slow here (a --quiet command still warns)."""
     import torch
 
     check_precision(requested)
@@ -192,7 +193,7 @@ def decide(requested: str, device: torch.device | str, *, announce: bool = True,
     decision = decider(requested) if decider is not None else Decision(requested, "fp32", kind,
                                                                      f"no lower-precision path on {kind}")
     key = (kind, requested, decision.compute)
-    if announce and key not in _announced:
+    if announce and requested == "auto" and key not in _announced:
         _announced.add(key)
         print(f"avel: precision {decision.compute} on {kind} ({decision.reason})", file=sys.stderr)
     warning = warning_text(decision)
