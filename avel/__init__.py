@@ -14,14 +14,12 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_LAZY = {"load_model": "avel.api", "Model": "avel.api", "Event": "avel.api", "LocalizeResult": "avel.api",
-         "AvelError": "avel.errors"}  # public name -> module defining it
-__all__ = ["__version__", "localize", *_LAZY]
+_LAZY = {"localize": "avel.api", "load_model": "avel.api", "Model": "avel.api", "Event": "avel.api",
+         "LocalizeResult": "avel.api", "AvelError": "avel.errors"}  # public name -> module defining it
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "localize":  # the subpackage avel.localize, callable as avel.api.localize
-        return importlib.import_module("avel.localize")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'avel' has no attribute {name!r}")

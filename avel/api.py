@@ -103,7 +103,7 @@ def localize(video: str | Path, model: str | Path = DEFAULT_MODEL, out: str | Pa
     import tempfile
 
     from avel.io import read_h5
-    from avel.localize.pipeline import OUTPUTS, localize_video
+    from avel.inference.pipeline import OUTPUTS, localize_video
 
     resolved, cfg = prepare(model, log=log, **extractor_options)
     merging = {k: v for k, v in (("threshold", threshold), ("min_duration", min_duration)) if v is not None}
@@ -125,7 +125,7 @@ class Model:
     """A trained localizer, ready to predict from features. Build with `load_model`."""
 
     def __init__(self, resolved: ResolvedModel, device: str = "cpu") -> None:
-        from avel.localize.runinfo import class_names, run_document
+        from avel.inference.runinfo import class_names, run_document
         from avel.train.checkpoint import load_run
 
         self.run_dir = resolved.run_dir

@@ -25,7 +25,7 @@ AUTHORS_REPO_RAW = "https://raw.githubusercontent.com/YapengTian/AVE-ECCV18/mast
 MODELS_SUBDIR = "models"  # cache folder of downloaded checkpoints
 RUNS_SUBDIR = "runs"  # cache folder of imported run directories
 RUN_CONFIG = "config.json"  # avel.train.checkpoint.CONFIG_FILE: present = a complete run directory
-EXTRACTOR_FILE = "extractor.json"  # avel.features.extract.FILES["extractor"], read by avel.localize.runinfo
+EXTRACTOR_FILE = "extractor.json"  # avel.features.extract.FILES["extractor"], read by avel.inference.runinfo
 DEFAULT_MODEL = "authors-av-att"  # what `avel localize` and `avel.localize` use without --model / model=
 # The authors' extractor (their feature scripts): ExtractorConfig field values, weights by source name.
 AUTHORS_EXTRACTOR = {"vgg19_weights": "keras", "vggish_weights": "torchvggish", "vgg19_preprocessing": "keras",
@@ -171,7 +171,7 @@ def _stderr(msg: str) -> None:
 
 def _recorded_extractor(run_dir: Path) -> dict:
     """ExtractorConfig defaults from what a run directory records about its features."""
-    from avel.localize.runinfo import extractor_defaults, extractor_record, run_document
+    from avel.inference.runinfo import extractor_defaults, extractor_record, run_document
 
     info, _ = extractor_record(run_dir, run_document(run_dir))
     return extractor_defaults(info)

@@ -32,8 +32,8 @@ from avel.features.render import ClipSpec, render_clip
 from avel.features.vgg19 import VGG19_CFG, conv_macs
 from avel.features.weights import random_weight_files
 from avel.io import write_json
-from avel.localize import pipeline
-from avel.localize.progress import Stages
+from avel.inference import pipeline
+from avel.inference.progress import Stages
 from avel.models.registry import ModelConfig, create_model
 from avel.train.checkpoint import CONFIG_FILE, RUN_FORMAT, save_model
 from avel.train.config import TrainConfig

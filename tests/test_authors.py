@@ -171,7 +171,7 @@ def test_cli_import_then_evaluate_on_synth(tmp_path: Path, tiny_synth: Path, cap
     assert result["num_seconds"] == pred.size
     assert result["accuracy"] == pytest.approx(100.0 * (pred == labels).mean(), abs=1e-3)
     # what `avel localize` reads from the run: AVE's class names, 10-second windows, no recorded extractor
-    from avel.localize.runinfo import class_names, extractor_record, run_document, training_length
+    from avel.inference.runinfo import class_names, extractor_record, run_document, training_length
 
     doc = run_document(tmp_path / "run")
     assert doc["train"]["standardize"] is False and doc["train"]["loss"] == "authors"  # their unscaled inputs

@@ -17,8 +17,8 @@ from avel.errors import AvelError
 from avel.features.extracted import ExtractedSet
 from avel.features.render import ALIGNMENT_CLASSES, ClipSpec, make_alignment_set, render_clip
 from avel.features.weights import random_weight_files
-from avel.localize.events import events_document, merge_spans
-from avel.localize.infer import window_starts, windowed_predict
+from avel.inference.events import events_document, merge_spans
+from avel.inference.infer import window_starts, windowed_predict
 from avel.models.registry import ModelOutput
 
 
@@ -83,7 +83,7 @@ def test_merge_spans_and_document_by_hand():
 
 
 def test_overlay_marks_the_attended_cell():
-    from avel.localize.pictures import overlay
+    from avel.inference.pictures import overlay
 
     frame = np.full((64, 64, 3), 100, np.uint8)
     out = overlay(frame, np.array([0.7, 0.1, 0.1, 0.1])).astype(int)  # 2x2 map, top-left cell attended
@@ -191,7 +191,7 @@ def test_alignment_end_to_end(tmp_path, weights, capsys):
     # 6. a run without an extractor record: assumed to match (warning), but the map size must fit the model
     (ds_dir / "extractor.json").rename(ds_dir / "elsewhere.json")
     from avel.features.extractor import ExtractorConfig
-    from avel.localize.pipeline import localize_video
+    from avel.inference.pipeline import localize_video
 
     warnings: list[str] = []
     with pytest.raises(AvelError, match="the model expects 1x1 visual maps; --image-size 64 gives 2x2"):
@@ -205,7 +205,7 @@ def test_alignment_end_to_end(tmp_path, weights, capsys):
 # ---------------------------------------------------------------- spans, merging, exports
 
 def test_span_text_is_half_open_by_hand():
-    from avel.localize.events import span_text
+    from avel.inference.events import span_text
 
     assert span_text(3, 7) == "00:03-00:07 (4 s, seconds 3..6 inclusive)"
     assert span_text(59, 60) == "00:59-01:00 (1 s, second 59)"
@@ -237,7 +237,7 @@ def test_threshold_and_min_duration_merge_by_hand():
 
 
 def test_threshold_and_min_duration_are_validated(tmp_path, capsys):
-    from avel.localize.pipeline import LocalizeOptions
+    from avel.inference.pipeline import LocalizeOptions
 
     for bad in (["--threshold", "1.5"], ["--threshold", "-0.1"], ["--threshold", "nan"], ["--min-duration", "-1"]):
         with pytest.raises(SystemExit) as exit_info:
@@ -263,7 +263,7 @@ def _help(option: str) -> str:
 def test_exports_parse_back_by_hand(tmp_path):
     import csv
 
-    from avel.localize.exports import EXPORTS, write_exports
+    from avel.inference.exports import EXPORTS, write_exports
 
     doc = hand_doc()
     doc["events"].append({**doc["events"][0], "start": 3725, "end": 3727})  # past an hour: 01:02:05
@@ -338,8 +338,8 @@ def wargs(weights) -> list[str]:
 def test_many_videos_one_corrupt_then_resume(tmp_path, weights, random_run, clips, capsys, monkeypatch):
     import os
 
-    from avel.localize import pipeline
-    from avel.localize.exports import EXPORTS
+    from avel.inference import pipeline
+    from avel.inference.exports import EXPORTS
     from avel.train import checkpoint
 
     loads = []  # the model and the backbones are loaded once per call, not once per video
@@ -410,7 +410,7 @@ def test_page_plays_the_video_and_flags_synthetic_models(tmp_path, weights, rand
     assert "Attention is flat in every second" in page  # a 1x1 map has nothing to single out
     assert events["attention"] == {"peak_to_mean": [1.0, 1.0, 1.0], "flat_below": 2.0, "flat_seconds": 3}
     # a large video is linked by its path relative to the page, and large picture sets are linked files
-    from avel.localize import pictures
+    from avel.inference import pictures
 
     monkeypatch.setattr(pictures, "VIDEO_COPY_MAX_BYTES", 0)
     monkeypatch.setattr(pictures, "PAGE_EMBED_MAX_BYTES", 0)
@@ -425,7 +425,7 @@ def test_page_plays_the_video_and_flags_synthetic_models(tmp_path, weights, rand
 
 
 def test_long_video_page_stays_within_the_page(tmp_path):
-    from avel.localize.pictures import MAX_AXIS_TICKS, write_html
+    from avel.inference.pictures import MAX_AXIS_TICKS, write_html
 
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(3), size=600)  # a 10-minute video

@@ -48,8 +48,8 @@ def _localize(args: argparse.Namespace) -> int:
     import json
 
     from avel.api import EXTRACTOR_OPTIONS, prepare
-    from avel.localize.batch import localize_paths, single_video, summary_table
-    from avel.localize.pipeline import OUTPUTS, LocalizeOptions, localize_video
+    from avel.inference.batch import localize_paths, single_video, summary_table
+    from avel.inference.pipeline import OUTPUTS, LocalizeOptions, localize_video
 
     options = LocalizeOptions(window=args.window, hop=args.hop, threshold=args.threshold,
                               min_duration=args.min_duration, pictures=not args.no_pictures, redo=args.redo)

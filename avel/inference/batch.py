@@ -13,7 +13,7 @@ from pathlib import Path
 
 from avel.errors import AvelError
 from avel.features.extract import VIDEO_SUFFIXES, plain_reason
-from avel.localize.events import SPAN_CONVENTION
+from avel.inference.events import SPAN_CONVENTION
 
 LIST_SUFFIXES = frozenset({".txt", ".list", ".lst"})  # a file with one of these suffixes lists videos, one a line
 SUMMARY_FILE = "summary.json"
@@ -75,11 +75,11 @@ def localize_many(loc, videos: list[Path], out_root: str | Path, options, bar=No
                   log: Callable[[str], None] | None = None) -> dict:
     """Localize every video into out_root/NAME/; write and return out_root/summary.json's content.
 
-    The caller holds out_root's lock. `bar`: a progress display (avel.localize.progress.progress_bar).
+    The caller holds out_root's lock. `bar`: a progress display (avel.inference.progress.progress_bar).
     """
     from avel.io import write_json
-    from avel.localize.pipeline import localize_with, stderr_log
-    from avel.localize.progress import Stages
+    from avel.inference.pipeline import localize_with, stderr_log
+    from avel.inference.progress import Stages
 
     out_root = Path(out_root)
     rows = []
@@ -137,8 +137,8 @@ def localize_paths(specs: list[str | Path], run_dir: str | Path, out_root: str |
     """Expand `specs`, load the model once, localize each video into out_root/NAME/ (holding out_root's
     lock) and return the summary (also out_root/summary.json)."""
     from avel.io import output_lock
-    from avel.localize.pipeline import load_localizer
-    from avel.localize.progress import progress_bar
+    from avel.inference.pipeline import load_localizer
+    from avel.inference.progress import progress_bar
 
     options.validate()
     videos = expand_inputs(specs)

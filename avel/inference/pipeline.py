@@ -3,7 +3,7 @@
 `load_localizer` loads a run's model and the feature extractor it was trained with, once;
 `localize_with` runs it on one video into one folder (skipped when that folder already holds
 complete outputs made with the same video, model and settings). `localize_video` does both for a
-single video; avel/localize/batch.py runs many videos with one Localizer.
+single video; avel/inference/batch.py runs many videos with one Localizer.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from avel.features.decode import DISPLAY_MODE, ClipReader, count_segments, probe
 from avel.features.extractor import ExtractorConfig, FeatureExtractor, incompatibilities
 from avel.features.vgg19 import POOL5_STRIDE
 from avel.io import read_json_if_exists, write_h5, write_json
-from avel.localize.events import DEFAULT_MIN_DURATION, DEFAULT_THRESHOLD, events_document
-from avel.localize.exports import EXPORTS, write_exports
-from avel.localize.infer import window_starts, windowed_predict
-from avel.localize.pictures import (GIF_MAX_SECONDS, attention_flatness, captioned, gif_bytes, overlay, png_bytes, probability_chart,
+from avel.inference.events import DEFAULT_MIN_DURATION, DEFAULT_THRESHOLD, events_document
+from avel.inference.exports import EXPORTS, write_exports
+from avel.inference.infer import window_starts, windowed_predict
+from avel.inference.pictures import (GIF_MAX_SECONDS, attention_flatness, captioned, gif_bytes, overlay, png_bytes, probability_chart,
                                     write_html)
-from avel.localize.progress import Stages
-from avel.localize.runinfo import class_names, extractor_record, synthetic_warning, training_length
+from avel.inference.progress import Stages
+from avel.inference.runinfo import class_names, extractor_record, synthetic_warning, training_length
 
 DISPLAY_SIZE = 320  # pixels: long side of the frames shown in the pictures
 OUTPUTS = {"events": "events.json", "html": "index.html", "gif": "attention.gif", "pictures": "attention",
@@ -98,7 +98,7 @@ def check_extractor(expected: dict | None, actual: dict, where: str) -> list[str
 def load_localizer(run_dir: str | Path, cfg: ExtractorConfig, window: int | None = None, hop: int | None = None,
                    log: Callable[[str], None] | None = None) -> Localizer:
     """Load the model of `run_dir` and the extractor `cfg`, check they fit; warnings go to `log` once."""
-    from avel.localize.runinfo import run_document
+    from avel.inference.runinfo import run_document
     from avel.models.registry import model_spec
     from avel.train.checkpoint import load_run
 
@@ -249,7 +249,7 @@ def localize_video(video: str | Path, run_dir: str | Path, out_dir: str | Path, 
     """Load the model of `run_dir` and localize one video into `out_dir` (holding its lock); returns the
     events document (also written to out_dir/events.json)."""
     from avel.io import output_lock
-    from avel.localize.progress import progress_bar
+    from avel.inference.progress import progress_bar
 
     options = LocalizeOptions(window=window, hop=hop, threshold=threshold, min_duration=min_duration,
                               pictures=pictures, redo=redo)
@@ -267,7 +267,7 @@ def write_pictures(out_dir: Path, result: dict, probs: np.ndarray, attention: np
     """attention/second_NNN.png, attention.gif and index.html (with the video beside or linked);
     `progress(seconds done)` after each second's picture."""
     from avel.io import atomic_path
-    from avel.localize.pictures import place_video
+    from avel.inference.pictures import place_video
 
     (out_dir / OUTPUTS["pictures"]).mkdir(parents=True, exist_ok=True)
     images, pics, names = [], [], []

@@ -222,7 +222,7 @@ def write_html(path: Path, doc: dict, pictures: list[bytes], gif: bytes | None, 
     embedded when the pictures total more than PAGE_EMBED_MAX_BYTES. `video_src`: from `place_video`.
     """
     from avel.io import write_text
-    from avel.localize.events import clock, span_text
+    from avel.inference.events import clock, span_text
 
     esc = html.escape
     names, background = doc["classes"], doc["background"]
