@@ -6,7 +6,7 @@ Phases, each in its own process so that its peak resident memory is its own:
   pass      one pass over all 4143 rows in random order, batches of 64, cast to float32 (rows/s)
   reuse     a second open: the cache is trusted, not rebuilt (time)
 
-Usage: .venv/bin/python benchmarks/bench_store.py [--dir /tmp/avel-bench] [--videos 4143] [--keep]
+Usage: .venv/bin/python benchmarks/bench_store.py [--dir DIR (default: TMPDIR/avel-bench)] [--videos 4143] [--keep]
 The directory (about 10.5 GB with the cache) is deleted afterwards unless --keep.
 """
 
@@ -18,6 +18,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def run_phase(name: str, root: Path, videos: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dir", type=Path, default=Path("/tmp/avel-bench"))
+    ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "avel-bench")
     ap.add_argument("--videos", type=int, default=4143)
     ap.add_argument("--keep", action="store_true", help="keep the generated directory")
     ap.add_argument("--phase", choices=list(PHASES), help=argparse.SUPPRESS)

@@ -246,7 +246,9 @@ def test_quick_reproduction_fills_every_table(tmp_path):
     out = tmp_path / "quick"
     assert main(["reproduce", "--quick", "--out", str(out), "--quiet"]) == 0
     res = json.loads((out / "results.json").read_text())
-    assert len(res["cells"]) == 42 and all(c["summary"]["n"] == 2 for c in res["cells"].values())
+    one_seed = set(res["settings"]["one_seed_cells"])
+    assert len(res["cells"]) == 42 and all(c["summary"]["n"] == (1 if k in one_seed else 2) for k, c in res["cells"].items())
+    assert "A+V-att" not in one_seed and "A+V-att gmu early" in one_seed and len(one_seed) == 27 + 4  # Table 2 but late Concat (= A+V-att), with DMRFE; the four A' cells
     assert "not run" not in (out / "report.md").read_text()
     # It shows something: every Table 1 model above the test split's majority (background) rate, and
     # the paper's central orderings hold on the mean by more than the larger of the two stds.
@@ -271,3 +273,21 @@ def test_training_status_reads_the_trainers_resume_state(tmp_path):
     (tmp_path / "last.json").write_text(json.dumps({"history": [{"epoch": 1, "val_accuracy": 40.2},
                                                                 {"epoch": 2, "val_accuracy": 61.26}]}))
     assert training_status(tmp_path) == "epoch 2 val 61%"
+
+
+def test_quick_trains_one_seed_outside_the_spread_sections(tmp_path):
+    """--quick: Table 1 (and ED-TCN, supplement Table 1) keep two seeds for their orderings; Table 2's grid
+    and the A' variants train seed 0 alone; an explicit --seeds trains every cell that often."""
+    from avel.report import cells as C
+    from avel.report.markdown import _settings_section
+    from avel.report.pipeline import Options, cell_seeds
+
+    cells = C.cells_for(C.SECTIONS, audio_maps=True)
+    quick = cell_seeds(cells, [0, 1], Options(out=tmp_path, quick=True))
+    assert quick["A+V-att"] == quick["V"] == quick["ED-TCN"] == quick["W-A+V-att"] == [0, 1]
+    assert quick["A+V-att dmrn late"] == quick["DMRFE"] == quick["A'-att"] == [0]
+    assert sum(len(v) == 1 for v in quick.values()) == 31
+    assert all(v == [0, 1, 2] for v in cell_seeds(cells, [0, 1, 2], Options(out=tmp_path, quick=True, seeds=3)).values())
+    assert all(v == [0, 1, 2] for v in cell_seeds(cells, [0, 1, 2], Options(out=tmp_path)).values())
+    text = _settings_section({"settings": {"seeds": [0, 1], "one_seed_cells": ["DMRFE"], "quick": True}})
+    assert "1 cells ran seed 0 alone" in text and "DMRFE." in text

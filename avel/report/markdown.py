@@ -89,6 +89,11 @@ def _settings_section(results: dict[str, Any]) -> str:
              f"({', '.join(str(x) for x in seeds)}) of independent training runs. Every run selects its "
              "checkpoint on the **validation** split and evaluates the **test** split once. "
              "The paper's published number stands beside each entry."]
+    one_seed = s.get("one_seed_cells") or []
+    if one_seed and seeds:
+        lines += ["", f"Exception: {len(one_seed)} cells ran seed {seeds[0]} alone and show no spread (Table 2's "
+                      "fusion grid and the supplement's variants under `--quick`; `--seeds N` trains every cell "
+                      "N times): " + ", ".join(one_seed) + "."]
     if s.get("quick"):
         lines += ["", "This is a `--quick` run (small AVE-Synth, fewer seeds and epochs): a smoke test of the "
                       "whole pipeline, not a measurement."]

@@ -24,6 +24,7 @@ from avel.report import cells as C
 from avel.report.pipeline import (REPORT_FILE, RESULTS_FILE, RUNS_DIR, Backend, Options, data_fingerprint,
                                   dataset_info, n_workers, prepare_data, result_fields, run_record, select_cells,
                                   train_overrides, training_status)
+from avel.report.results import test_selection_summary
 from avel.report.runner import Job, run_jobs
 
 
@@ -83,6 +84,8 @@ def compare(records: dict[str, list[dict[str, Any]]], recipes: tuple[str, ...],
                 "accuracy": _stats([x["accuracy"] for x in recs]),
                 "train_seconds": _stats([x["train_seconds"] for x in recs if x.get("train_seconds") is not None]),
                 "epochs": [x.get("epochs") for x in recs], "best_epoch": [x.get("best_epoch") for x in recs],
+                "test_selection": test_selection_summary(recs),
+                "degenerate": sum(bool(x.get("degenerate")) for x in recs),
             }
         base = row["recipes"][recipes[0]]["train_seconds"]["mean"]
         row["time_ratio"] = {r: (row["recipes"][r]["train_seconds"]["mean"] / base
@@ -111,7 +114,7 @@ def render(results: dict[str, Any]) -> str:
              f"machine: {results['settings']['machine']}.", "",
              "Test accuracy: per-second, % (mean ± std over seeds). Time: the training loop's wall time per run "
              "(s, mean ± std; epochs and their validation, not the final evaluation). Ratio: mean time over "
-             f"the {recipes[0]} recipe's.", ""]
+             f"the {recipes[0]} recipe's." + _baselines(data), ""]
     head = "| model | " + " | ".join(f"{r} accuracy | {r} time (s) | {r} epochs" for r in recipes) + " | " + \
         " | ".join(f"time {r}/{recipes[0]}" for r in recipes[1:]) + " |"
     lines += [head, "|" + "---|" * (1 + 3 * len(recipes) + len(recipes) - 1)]
@@ -120,9 +123,11 @@ def render(results: dict[str, Any]) -> str:
         for r in recipes:
             x = row["recipes"][r]
             ep = ",".join(str(e) for e in x["epochs"] if e is not None) or "-"
-            cells += [_pm(x["accuracy"]), _pm(x["train_seconds"], 0), ep]
+            mark = f" (degenerate in {x['degenerate']} seed(s))" if x.get("degenerate") else ""
+            cells += [_pm(x["accuracy"]) + mark, _pm(x["train_seconds"], 0), ep]
         ratios = [f"{row['time_ratio'][r]:.2f}" if row["time_ratio"][r] is not None else "n/a" for r in recipes[1:]]
         lines.append(f"| {row['cell']} | " + " | ".join(cells + ratios) + " |")
+    lines += _selection_table(results)
     lines += ["", "What each recipe selects on:", ""]
     lines += [f"- **{r}**: {RECIPES[r].description}" for r in recipes]
     if results["settings"].get("epochs_cap") is not None:
@@ -132,11 +137,38 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> str:
-    import os
-    import platform
+def _baselines(data: dict[str, Any]) -> str:
+    b = data.get("baselines") or {}
+    if b.get("majority_rate") is None:
+        return ""
+    return (f" Baselines on the test split: majority class ({b['majority_class']} everywhere) "
+            f"{b['majority_rate']:.1f}%, chance {b['chance_rate']:.1f}%.")
 
-    return f"{platform.machine()}, {os.cpu_count()} CPUs ({platform.processor() or platform.system()})"
+
+def _selection_table(results: dict[str, Any]) -> list[str]:
+    """Per cell and recipe: the test accuracy of the checkpoint the recipe selected, the best test accuracy
+    over its validation points (what selecting on the test split would report), and their gap."""
+    rows = [(row["cell"], r, row["recipes"][r]["test_selection"]) for row in results["rows"]
+            for r in results["recipes"] if row["recipes"][r].get("test_selection")]
+    if not rows:
+        return []
+    out = ["", "## The price of selecting on the test split", "",
+           "Every run also recorded its test accuracy at each validation point (never used for any decision). "
+           "*selected*: the test accuracy of the checkpoint the recipe keeps; *best on test*: the highest test "
+           "accuracy over the validation points, what keeping the checkpoint by test accuracy reports; "
+           "*difference*: best minus selected (mean ± std over seeds). The authors' supervised recipe selects "
+           "on the test split, so its difference is 0 by construction.", "",
+           "| model | recipe | selected | best on test | difference |", "|---|---|---:|---:|---:|"]
+    for cell, r, t in rows:
+        out.append(f"| {cell} | {r} | {_pm(t['selected'])} | {_pm(t['best'])} | {_pm(t['difference'], 2)} |")
+    return out
+
+
+def machine() -> str:
+    """The CPU (or GPU) the comparison ran on, as avel.precision names it."""
+    from avel.precision import machine_name
+
+    return machine_name("cpu")
 
 
 def reproduce_recipes(opts: Options, recipes: tuple[str, ...], backend: Backend | None = None) -> dict[str, Any]:
