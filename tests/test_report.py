@@ -103,7 +103,17 @@ def test_table1_rendered_mean_std_beside_paper():
     assert _line(md, "A+V-att") == "| A+V-att | 80.0 | 72.7 |"  # one seed: no ±
     assert _line(md, "W-A") == "| W-A | not run | 53.4 |"
     # The orderings table: A > V holds here; both numbers shown.
-    assert "| A > V | 59.5 > 55.3 | 72.0 ± 2.0 vs 51.0 ± 1.0 | yes |" in md
+    assert "| A > V | 59.5 > 55.3 | 72.0 ± 2.0 vs 51.0 ± 1.0 | yes, by +21.0, beyond 1 std (2.0) |" in md
+    assert "| A+V-att > A | 72.7 > 59.5 | 80.0 vs 72.0 ± 2.0 | yes, by +8.0 (one seed: no spread) |" in md
+
+
+def test_ordering_margin_against_the_spread():
+    from avel.report.results import margin
+
+    a, b = {"mean": 72.0, "std": 2.0, "n": 3}, {"mean": 70.5, "std": 1.0, "n": 3}
+    assert margin(a, b) == {"margin": 1.5, "spread": 2.0, "beyond_spread": False}
+    assert margin({**a, "mean": 68.0}, b) == {"margin": -2.5, "spread": 2.0, "beyond_spread": True}
+    assert margin(a, {**b, "n": 1})["beyond_spread"] is None
 
 
 def test_report_states_dataset_and_synthetic_caveat():

@@ -19,10 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=None,
                    help="AVE dataset directory (default: generate AVE-Synth with audio maps into OUT/data)")
     p.add_argument("--out", type=out_dir, required=True, metavar="REPORT_DIR", help="report directory")
-    p.add_argument("--seeds", type=positive_int, default=None, help="training runs per cell (default 3; --quick: 2)")
+    p.add_argument("--seeds", type=positive_int, default=None, help="training runs per cell (default 3; --quick: 2 for Table 1, supplement Table 1, "
+                        "ED-TCN and Table 3, 1 for the rest)")
     p.add_argument("--quick", action="store_true",
-                   help="small AVE-Synth (280 videos), 2 seeds, 3 epochs at batch 16 and lr 3e-3: the whole pipeline "
-                        "in minutes on 2 CPU cores")
+                   help="small AVE-Synth (280 videos), 3 epochs at batch 16 and lr 3e-3, 2 seeds for Table 1 and "
+                        "seed 0 alone for Table 2's grid and the A' variants: the whole pipeline in minutes on 2 CPU "
+                        "cores")
     p.add_argument("--only", default=None, metavar="SECTIONS",
                    help="comma-separated subset of: table1, table2, supp_table1, supp_table3, edtcn, table3")
     p.add_argument("--cells", default=None, metavar="KEYS",

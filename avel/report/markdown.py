@@ -114,7 +114,9 @@ def _claims_section(results: dict[str, Any]) -> str:
     if not claims:
         return ""
     lines = ["## The paper's orderings", "",
-             "Orderings between entries that held in the paper, checked on these runs (means compared). "
+             "Orderings between entries that held in the paper, checked on these runs (means compared; the "
+             "gap is set against the larger of the two standard deviations over seeds: within it, the "
+             "ordering could flip with other seeds). "
              "An ordering involving a degenerate model (one class predicted on more than 95% of the test "
              "seconds in some seed) is not comparable: its number measures the class balance, not the model.",
              "", "| ordering | paper | avel | holds here |", "|---|---|---|---|"]
@@ -122,9 +124,18 @@ def _claims_section(results: dict[str, Any]) -> str:
         p = " > ".join("–" if v is None else f"{v:.1f}" for v in c["paper"])
         a = " vs ".join(fmt_entry(x) for x in c["avel"])
         holds = (f"not comparable ({c['not_comparable']})" if c.get("not_comparable")
-                 else "yes" if c["holds"] else "**no**")
+                 else ("yes" if c["holds"] else "**no**") + _margin_note(c))
         lines.append(f"| {_escape(c['left'])} > {_escape(c['right'])} | {p} | {a} | {holds} |")
     return "\n".join(lines) + "\n"
+
+
+def _margin_note(c: dict[str, Any]) -> str:
+    if "margin" not in c:  # results.json written before margins were recorded
+        return ""
+    if c.get("beyond_spread") is None:
+        return f", by {c['margin']:+.1f} (one seed: no spread)"
+    where = "beyond" if c["beyond_spread"] else "within"
+    return f", by {c['margin']:+.1f}, {where} 1 std ({c['spread']:.1f})"
 
 
 def _test_selection_section(results: dict[str, Any]) -> str:

@@ -264,12 +264,23 @@ def claim_rows(cells: dict[str, dict]) -> list[dict]:
         if left in cells and right in cells and cells[left]["summary"] and cells[right]["summary"]:
             a, b = _measured(cells, left), _measured(cells, right)
             row = {"left": left, "right": right, "avel": [a, b],
-                   "paper": [_published(left), _published(right)], "holds": a["mean"] > b["mean"]}
+                   "paper": [_published(left), _published(right)], "holds": a["mean"] > b["mean"],
+                   **margin(a, b)}
             degenerate = [k for k, e in ((left, a), (right, b)) if e.get("degenerate")]
             if degenerate:
                 row.update(holds=None, not_comparable=f"degenerate: {', '.join(degenerate)}")
             out.append(row)
     return out
+
+
+def margin(a: dict, b: dict) -> dict[str, Any]:
+    """How far apart two entries are: `margin` = a's mean minus b's, `spread` = the larger of their
+    standard deviations, `beyond_spread` = |margin| > spread (None when either rests on one seed)."""
+    gap = a["mean"] - b["mean"]
+    if min(a.get("n", 1), b.get("n", 1)) < 2:
+        return {"margin": gap, "spread": None, "beyond_spread": None}
+    spread = max(a["std"], b["std"])
+    return {"margin": gap, "spread": spread, "beyond_spread": abs(gap) > spread}
 
 
 def test_selection_rows(cells: dict[str, dict]) -> list[dict]:
