@@ -117,7 +117,7 @@ def render(results: dict[str, Any]) -> str:
              f"the {recipes[0]} recipe's." + _baselines(data), ""]
     head = "| model | " + " | ".join(f"{r} accuracy | {r} time (s) | {r} epochs" for r in recipes) + " | " + \
         " | ".join(f"time {r}/{recipes[0]}" for r in recipes[1:]) + " |"
-    lines += [head, "|" + "---|" * (1 + 3 * len(recipes) + len(recipes) - 1)]
+    lines += [head, "|---|" + "---:|" * (3 * len(recipes) + len(recipes) - 1)]
     for row in results["rows"]:
         cells = []
         for r in recipes:
