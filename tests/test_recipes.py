@@ -269,3 +269,7 @@ def test_reproduce_recipes_reports_accuracy_and_time_side_by_side(tmp_path):
     assert len(calls) == 8 and again["timing"]["runs_reused"] == 8
     with pytest.raises(AvelError, match="unknown recipe"):
         parse_recipes("avel,paper")
+    one = reproduce_recipes(Options(out=tmp_path / "one", data=tmp_path / "data", seeds=1, cells=("A",),
+                                    progress=False), ("avel",), backend)
+    assert one["rows"][0]["recipes"]["avel"]["test_selection"]["difference"]["std"] == 0.0  # summarize's one seed
+    assert "| A | avel | 65.0 | 66.0 | 1.00 |" in (tmp_path / "one" / "report.md").read_text()  # no "± 0.00"

@@ -96,9 +96,12 @@ def compare(records: dict[str, list[dict[str, Any]]], recipes: tuple[str, ...],
 
 
 def _pm(s: dict[str, Any], digits: int = 1) -> str:
+    """`mean ± std`, or `mean` alone over one seed: reads both _stats (std None) and
+    avel.report.results.summarize (std 0.0) summaries by their `n`."""
     if s["mean"] is None:
         return "n/a"
-    return f"{s['mean']:.{digits}f}" + (f" ± {s['std']:.{digits}f}" if s["std"] is not None else "")
+    spread = s["std"] is not None and s.get("n", 2) > 1
+    return f"{s['mean']:.{digits}f}" + (f" ± {s['std']:.{digits}f}" if spread else "")
 
 
 def render(results: dict[str, Any]) -> str:
@@ -164,11 +167,11 @@ def _selection_table(results: dict[str, Any]) -> list[str]:
     return out
 
 
-def machine() -> str:
-    """The CPU (or GPU) the comparison ran on, as avel.precision names it."""
+def machine(device: str) -> str:
+    """The CPU, or the GPU for a cuda device, the comparison ran on, as avel.precision names it."""
     from avel.precision import machine_name
 
-    return machine_name("cpu")
+    return machine_name("cuda" if device.startswith("cuda") else "cpu")
 
 
 def reproduce_recipes(opts: Options, recipes: tuple[str, ...], backend: Backend | None = None) -> dict[str, Any]:
@@ -189,7 +192,7 @@ def reproduce_recipes(opts: Options, recipes: tuple[str, ...], backend: Backend 
     stats = run_jobs(jobs, progress=opts.progress, workers=n_workers(opts))
     results = {
         "kind": "recipe comparison", "dataset": info, "recipes": list(recipes),
-        "settings": {"seeds": seeds, "device": opts.device, "machine": machine(), "epochs_cap": opts.epochs,
+        "settings": {"seeds": seeds, "device": opts.device, "machine": machine(opts.device), "epochs_cap": opts.epochs,
                      "workers": n_workers(opts), "synthetic": info["synthetic"]},
         "rows": compare(stats.records, recipes, cells),
         "timing": {"wall_seconds": time.perf_counter() - t0, "runs_trained": stats.trained,
