@@ -21,6 +21,7 @@ import numpy as np
 from avel.errors import AvelError
 from avel.io import write_json, write_text
 from avel.report import cells as C
+from avel.report.markdown import degenerate_mark
 from avel.report.pipeline import (REPORT_FILE, RESULTS_FILE, RUNS_DIR, Backend, Options, data_fingerprint,
                                   dataset_info, n_workers, prepare_data, result_fields, run_record, select_cells,
                                   train_overrides, training_status)
@@ -126,7 +127,7 @@ def render(results: dict[str, Any]) -> str:
         for r in recipes:
             x = row["recipes"][r]
             ep = ",".join(str(e) for e in x["epochs"] if e is not None) or "-"
-            mark = f" (degenerate in {x['degenerate']} seed(s))" if x.get("degenerate") else ""
+            mark = degenerate_mark(x.get("degenerate", 0), x["accuracy"].get("n", 1))
             cells += [_pm(x["accuracy"]) + mark, _pm(x["train_seconds"], 0), ep]
         ratios = [f"{row['time_ratio'][r]:.2f}" if row["time_ratio"][r] is not None else "n/a" for r in recipes[1:]]
         lines.append(f"| {row['cell']} | " + " | ".join(cells + ratios) + " |")
