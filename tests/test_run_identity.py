@@ -315,6 +315,9 @@ def test_report_price_of_test_selection_table() -> None:
     md = render_report(res)
     assert "## The price of selecting on the test split" in md
     assert "| A | 61.0 ± 1.4 | 64.5 ± 2.1 | 3.5 ± 0.7 |" in md
+    # a degenerate seed is marked in this table as in Table 1 (markdown.degenerate_mark)
+    md = render_report(_results({"A": _runs([60.0, 62.0], degenerate=(1,), best=[63.0, 66.0])}))
+    assert "| A (degenerate in 1 of 2 seeds) | 61.0 ± 1.4 | 64.5 ± 2.1 | 3.5 ± 0.7 |" in md
 
 
 def test_reproduce_refuses_a_reused_record_whose_run_saw_other_data(run, ds, other, tmp_path) -> None:

@@ -156,7 +156,7 @@ def _test_selection_section(results: dict[str, Any]) -> str:
              "later repositories select that way); *difference* is their gap, mean ± std over seeds.", "",
              "| model | selected (avel) | best over epochs | difference |", "|---|---:|---:|---:|"]
     for r in rows:
-        mark = f" (degenerate in {r['degenerate_seeds']} seed(s))" if r.get("degenerate_seeds") else ""
+        mark = degenerate_mark(r.get("degenerate_seeds", 0), r["selected"].get("n", 1))
         lines.append(f"| {_escape(r['label'])}{mark} | {fmt_entry(r['selected'])} | {fmt_entry(r['best'])} | "
                      f"{fmt_entry(r['difference'])} |")
     return "\n".join(lines) + "\n"
