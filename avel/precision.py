@@ -2,22 +2,33 @@
 
 Many CPUs (Intel AMX, AVX-512-BF16) and most GPUs multiply bf16 matrices several times faster than
 fp32; CPUs without such units (e.g. AVX2-only AMD) run bf16 products 30x or more *slower* (0.002-0.03x
-fp32 measured on an AMD EPYC: oneDNN emulates them). So `auto` measures: once per process and device
-type, a short probe times a few 256x256 products in fp32 and in bf16 on one core (~100 ms on an
-idle machine), and bf16 is chosen only where it is at least
-`AUTO_MIN_SPEEDUP` times faster. On CUDA no probe is needed: bf16 where the GPU supports it, else
-fp16 (training then scales the loss with a GradScaler).
+fp32 measured on an AMD EPYC: oneDNN emulates them). So `auto` decides in two steps:
+
+1. what the CPU declares: without a bf16 unit (`amx_bf16` or `avx512_bf16` in /proc/cpuinfo) it is fp32,
+   with nothing measured;
+2. where one is declared, a probe times the work's own operations in fp32 and bf16 on one core
+   (`features`: VGG-19's 3x3 convolutions; `model`: the localizers' matrix products), median of
+   `PROBE_REPS`, and bf16 is chosen where it is at least `AUTO_MIN_SPEEDUP` times faster.
+
+The measurement is kept in avel's cache per machine (CPU model, core count, torch version), under a
+lock, so every process on a machine decides the same way, including processes started together
+(torchrun shards); a cache that cannot be written only costs each process its own probe. On CUDA no
+probe is needed: bf16 where the GPU supports it, else fp16 (training then scales the loss with a GradScaler).
 
 Precision is a compute setting, never a storage one: weights, optimizer state and stored features
 stay fp32 (or the released layout's dtype); autocast runs the convolutions, linear layers and
 matrix products in the lower precision with fp32 accumulation; losses, the probabilities avel
-returns and the fused attention's softmax stay fp32. What was chosen is printed once per process (stderr) and recorded
-(`Decision.record()`) in extractor.json, run configs and reports.
+returns and the fused attention's softmax stay fp32. What was chosen is printed once per process (stderr)
+with the measured ratio, and recorded (`Decision.record()`) in extractor.json, run configs and reports.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
+import os
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -28,15 +39,20 @@ if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads PRECISION
     import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")  # --precision choices (fp16 is chosen by auto on CUDA without bf16)
-PRECISION_HELP = ("compute precision: auto (default: bf16 where a measured bf16 matrix product is >= 2x faster "
-                  "than fp32, or the GPU supports it; else fp32), fp32, bf16 (features and weights stay fp32)")
+PRECISION_HELP = ("compute precision: auto (default: bf16 where the CPU declares a bf16 unit and bf16 measures "
+                  ">= 1.5x fp32 at the work's shapes, once per machine, or the GPU supports it; else fp32), "
+                  "fp32, bf16 (features and weights stay fp32)")
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # compute precision -> torch dtype
-AUTO_MIN_SPEEDUP = 2.0  # auto picks bf16 only where a bf16 product is at least this many times faster
+# auto picks bf16 only where the probe measures it at least this many times faster than fp32: well below
+# the ~2x of AVX-512 BF16 and the ~5x of AMX, well above the <1x of emulation (a margin, so that noise
+# in the probe cannot flip the choice between machines of one kind)
+AUTO_MIN_SPEEDUP = 1.5
 WARN_BELOW_SPEEDUP = 1.0  # an explicit bf16 slower than fp32 by the probe gets a one-line warning
-PROBE_SIZE = 256  # side of the square matrices the probe multiplies
-PROBE_REPS = 3  # timed products per dtype (the best is kept)
-PROBE_SLOW_S = 0.04  # stop timing a dtype once it has used this long (bf16 emulation is ~25 ms a product)
-CPU_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")  # /proc/cpuinfo flags worth reporting
+PROBE_REPS = 5  # timed passes over the probe's operations per dtype (the median is kept)
+PROBE_BUDGET_S = 1.0  # s: stop timing a dtype once it has used this long (emulated bf16 is ~30x slower)
+PRECISION_CACHE_DIR = "precision"  # folder in avel's cache holding the per-machine measurements
+PRECISION_CACHE_FILE = "speedups.json"  # {machine key: {workload: measured bf16 speedup}}
+CPU_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")  # /proc/cpuinfo flags worth reporting
 
 
 @dataclass(frozen=True)
@@ -71,65 +87,146 @@ class Decision:
                 "reason": self.reason, "bf16_speedup": self.bf16_speedup, "machine": machine_name(self.device)}
 
 
-# ---------------------------------------------------------------- the probe
+# ---------------------------------------------------------------- what the CPU declares
 
-def _time_product(dtype: torch.dtype, size: int = PROBE_SIZE, reps: int = PROBE_REPS, warmup: int = 0) -> float:
-    """Best seconds of one size x size product in `dtype` on the CPU: `warmup` untimed products, then
-    up to `reps` timed ones, stopping once PROBE_SLOW_S is used (the first timed product includes any
-    one-time cost, which only makes a slow dtype look slower: it never makes bf16 look fast)."""
+BF16_UNITS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs that multiply bf16 in hardware
+NO_UNIT = f"this CPU declares no bf16 unit ({', '.join(BF16_UNITS)})"
+
+
+def declared_bf16(info: dict[str, Any] | None = None) -> bool | None:
+    """Whether this CPU declares a bf16 unit (AMX or AVX-512 BF16); None where nothing is declared
+    (no /proc/cpuinfo: another OS), so that only the probe can tell."""
+    info = cpu_info() if info is None else info
+    if info["model"] is None and not info["flags"]:
+        return None
+    return any(f in info["flags"] for f in BF16_UNITS)
+
+
+# ---------------------------------------------------------------- the probe, at the work's own shapes
+
+# (channels, side) of VGG-19 3x3 convolutions (conv2_x, conv3_x, conv4_x at avel's 224-px input, halved
+# sides to keep the probe short): what extraction and `avel localize` spend their time in.
+CONV_PROBE_SHAPES = ((128, 56), (256, 28), (512, 14))
+# (rows, features) of the localizers' products: the attention's 49-cell projections and the LSTM-sized layers.
+MATMUL_PROBE_SHAPES = ((3136, 512), (640, 512), (640, 128))
+WORKLOADS = ("features", "model")  # features: the VGG-19 pass; model: training and scoring the localizers
+
+
+def _probe_ops(workload: str, dtype: torch.dtype) -> list[Callable[[], Any]]:
     import torch
+    import torch.nn.functional as F
 
     g = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=g).to(dtype)
-    b = torch.randn(size, size, generator=g).to(dtype)
-    for _ in range(warmup):
-        torch.mm(a, b)
-    best, used = float("inf"), 0.0
-    for _ in range(reps):
+    ops: list[Callable[[], Any]] = []
+    if workload == "features":
+        for c, side in CONV_PROBE_SHAPES:
+            x = torch.randn(1, c, side, side, generator=g).to(dtype)
+            w = (torch.randn(c, c, 3, 3, generator=g) * 0.05).to(dtype)
+            ops.append(lambda x=x, w=w: F.conv2d(x, w, padding=1))
+    else:
+        for rows, k in MATMUL_PROBE_SHAPES:
+            a = torch.randn(rows, k, generator=g).to(dtype)
+            b = torch.randn(k, k, generator=g).to(dtype)
+            ops.append(lambda a=a, b=b: torch.mm(a, b))
+    return ops
+
+
+def _median_seconds(ops: list[Callable[[], Any]], reps: int = PROBE_REPS) -> float:
+    """Median over `reps` of the seconds one pass over `ops` takes, after one untimed pass (one-time
+    costs: oneDNN primitive creation); stops early once PROBE_BUDGET_S is used (emulated bf16)."""
+    for op in ops:
+        op()
+    times: list[float] = []
+    while len(times) < reps and sum(times) < PROBE_BUDGET_S:
         start = time.perf_counter()
-        torch.mm(a, b)
-        took = time.perf_counter() - start
-        best, used = min(best, took), used + took
-        if used > PROBE_SLOW_S:
-            break
-    return best
+        for op in ops:
+            op()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
-def probe_cpu_bf16_speedup() -> float:
-    """Measured bf16 / fp32 matrix-product rate on this CPU (>1: bf16 is faster)."""
+def probe_cpu_bf16_speedup(workload: str = "model") -> float:
+    """Measured bf16 / fp32 rate of `workload`'s operations on one core of this CPU (>1: bf16 faster)."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one core: a thread pool shared with other work times its waits, not the units
     try:
         with torch.inference_mode():
-            fp32 = _time_product(torch.float32, reps=2 * PROBE_REPS, warmup=3)  # cheap: warm caches first
-            return fp32 / _time_product(torch.bfloat16, reps=PROBE_REPS + 1)
+            fp32 = _median_seconds(_probe_ops(workload, torch.float32))
+            return fp32 / _median_seconds(_probe_ops(workload, torch.bfloat16))
     finally:
         torch.set_num_threads(threads)
 
 
-_probe: Callable[[], float] = probe_cpu_bf16_speedup  # replaced by tests (a mocked probe)
-_speedups: dict[str, float] = {}  # device type -> measured speedup (once per process)
+_probe: Callable[[str], float] = probe_cpu_bf16_speedup  # replaced by tests (a mocked probe)
+_speedups: dict[str, float] = {}  # workload -> bf16 speedup on this CPU (memo for the process)
 _announced: set[tuple[str, ...]] = set()  # (device type, requested, compute[, "warning"]) already printed
 
 
-def cpu_bf16_speedup() -> float:
-    """The probe's result, measured on first use and cached for the process."""
-    if "cpu" not in _speedups:
-        _speedups["cpu"] = float(_probe())
-    return _speedups["cpu"]
+def machine_key() -> str:
+    """What a cached measurement belongs to: CPU model, core count and torch version."""
+    import torch
+
+    return f"{cpu_info()['model'] or 'unknown CPU'} | {os.cpu_count()} cores | torch {torch.__version__}"
+
+
+def _cache_dir() -> Path:
+    from avel.cache import cache_root
+
+    return cache_root() / PRECISION_CACHE_DIR
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    """The cached measurements ({machine key: {workload: speedup}}); a missing or corrupt file reads empty."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _cached_speedup(doc: dict[str, Any], key: str, workload: str) -> float | None:
+    value = doc.get(key, {}).get(workload) if isinstance(doc.get(key), dict) else None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return float(value) if ok else None
+
+
+def cpu_bf16_speedup(workload: str = "model") -> float:
+    """The bf16 speedup of `workload` on this machine: measured once per machine (CPU model, cores, torch
+    version) and kept in avel's cache, so that every process decides the same way; processes that start
+    together wait for the first one's measurement. Where the cache cannot be written, measured per process."""
+    if workload in _speedups:
+        return _speedups[workload]
+    from avel.errors import AvelError
+    from avel.io import output_lock, write_json
+
+    folder, key = _cache_dir(), machine_key()
+    path = folder / PRECISION_CACHE_FILE
+    try:
+        with output_lock(folder, wait=True):
+            doc = _read_cache(path)
+            value = _cached_speedup(doc, key, workload)
+            if value is None:  # not measured here yet, or a corrupt entry: measure (again) and store
+                value = round(float(_probe(workload)), 3)
+                entry = doc.get(key) if isinstance(doc.get(key), dict) else {}
+                doc[key] = {**entry, workload: value}
+                write_json(path, doc)
+    except AvelError:  # an unwritable cache: this process measures for itself
+        value = round(float(_probe(workload)), 3)
+    _speedups[workload] = value
+    return value
 
 
 def reset() -> None:
-    """Forget the cached probe and announcements (tests)."""
+    """Forget the process's memo and announcements (tests); the on-disk cache is left as it is."""
     _speedups.clear()
     _announced.clear()
 
 
 # ---------------------------------------------------------------- the decision
 
-def _cuda_decision(requested: str) -> Decision:
+def _cuda_decision(requested: str, workload: str) -> Decision:
     import torch
 
     supported = torch.cuda.is_bf16_supported()
@@ -142,20 +239,27 @@ def _cuda_decision(requested: str) -> Decision:
     return Decision(requested, "fp16", "cuda", "auto: no bf16 on this GPU: fp16 with loss scaling")
 
 
-def _cpu_decision(requested: str) -> Decision:
+WORKLOAD_WORDS = {"features": "VGG-19 convolutions", "model": "localizer matrix products"}
+
+
+def _cpu_decision(requested: str, workload: str) -> Decision:
     if requested == "fp32":
         return Decision(requested, "fp32", "cpu", "requested")
-    factor = round(cpu_bf16_speedup(), 3)
+    declared = declared_bf16()
+    if declared is False:  # AVX2-only and older: oneDNN emulates bf16, far slower; nothing to measure
+        if requested == "bf16":
+            return Decision(requested, "bf16", "cpu", f"requested ({NO_UNIT})")
+        return Decision(requested, "fp32", "cpu", f"auto: {NO_UNIT}")
+    factor = cpu_bf16_speedup(workload)
     if requested == "bf16":
         return Decision(requested, "bf16", "cpu", "requested", factor)
+    measured = f"bf16 {WORKLOAD_WORDS[workload]} run at {factor:.2g}x fp32 here"
     if factor >= AUTO_MIN_SPEEDUP:
-        return Decision(requested, "bf16", "cpu", f"auto: bf16 matrix products run at {factor:.2g}x fp32 here",
-                        factor)
-    return Decision(requested, "fp32", "cpu", f"auto: bf16 matrix products run at {factor:.2g}x fp32 here "
-                    f"(bf16 needs >= {AUTO_MIN_SPEEDUP:g}x)", factor)
+        return Decision(requested, "bf16", "cpu", f"auto: {measured}", factor)
+    return Decision(requested, "fp32", "cpu", f"auto: {measured} (bf16 needs >= {AUTO_MIN_SPEEDUP:g}x)", factor)
 
 
-DECIDERS: dict[str, Callable[[str], Decision]] = {"cpu": _cpu_decision, "cuda": _cuda_decision}
+DECIDERS: dict[str, Callable[[str, str], Decision]] = {"cpu": _cpu_decision, "cuda": _cuda_decision}
 
 
 def check_precision(requested: str) -> str:
@@ -173,14 +277,19 @@ def warning_text(decision: Decision) -> str | None:
         return None
     if decision.device == "cpu" and decision.bf16_speedup is not None and decision.bf16_speedup < WARN_BELOW_SPEEDUP:
         return f"avel: warning: bf16 runs at {decision.bf16_speedup:.2g}x fp32 here"
+    if decision.device == "cpu" and NO_UNIT in decision.reason:
+        return f"avel: warning: {NO_UNIT}: bf16 runs emulated here, far slower than fp32"
     if decision.device == "cuda" and "lacks bf16" in decision.reason:
         return "avel: warning: this GPU does not support bf16; running bf16 as asked"
     return None
 
 
-def decide(requested: str, device: torch.device | str, *, announce: bool = True, warn: bool | None = None
-           ) -> Decision:
-    """The precision to compute in on `device` for a requested auto / fp32 / bf16 (probe cached per process).
+def decide(requested: str, device: torch.device | str, *, workload: str = "model", announce: bool = True,
+           warn: bool | None = None) -> Decision:
+    """The precision to compute in on `device` for a requested auto / fp32 / bf16.
+
+    `workload` names the operations to measure on a CPU that declares bf16: "features" (the VGG-19
+    pass of extraction and localize) or "model" (training and scoring the localizers).
 
     With `announce`, a choice avel made (auto) is printed once per process on stderr; an explicit
     fp32/bf16 is what the user typed and is not repeated back. With `warn` (default: as `announce`),
@@ -190,9 +299,11 @@ def decide(requested: str, device: torch.device | str, *, announce: bool = True,
     check_precision(requested)
     kind = torch.device(device).type
     decider = DECIDERS.get(kind)
-    decision = decider(requested) if decider is not None else Decision(requested, "fp32", kind,
+    if workload not in WORKLOADS:
+        raise ValueError(f"unknown precision workload {workload!r} (one of {', '.join(WORKLOADS)})")
+    decision = decider(requested, workload) if decider is not None else Decision(requested, "fp32", kind,
                                                                      f"no lower-precision path on {kind}")
-    key = (kind, requested, decision.compute)
+    key = (kind, workload, requested, decision.compute)
     if announce and requested == "auto" and key not in _announced:
         _announced.add(key)
         print(f"avel: precision {decision.compute} on {kind} ({decision.reason})", file=sys.stderr)

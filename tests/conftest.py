@@ -45,10 +45,21 @@ def one_thread():
 
 
 @pytest.fixture(scope="session", autouse=True)
-def precision_decided():
-    """Run the --precision auto probe (and its one stderr line per process) once, before any test, so
-    that no test's captured stderr depends on whether an earlier test already triggered it."""
+def precision_decided(tmp_path_factory: pytest.TempPathFactory):
+    """The session's own avel cache (the user's is never written; every avel process a test starts
+    inherits it, so all of them read one per-machine precision measurement), and the --precision auto
+    decision made once for each workload before any test, so that no test's captured stderr depends
+    on whether an earlier test already announced it."""
+    import os
+
     from avel import precision
 
-    precision.decide("auto", "cpu")
+    saved = os.environ.get("AVEL_CACHE")
+    os.environ["AVEL_CACHE"] = str(tmp_path_factory.mktemp("avel-cache"))
+    for workload in precision.WORKLOADS:
+        precision.decide("auto", "cpu", workload=workload)
     yield
+    if saved is None:
+        os.environ.pop("AVEL_CACHE", None)
+    else:
+        os.environ["AVEL_CACHE"] = saved

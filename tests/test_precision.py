@@ -21,10 +21,11 @@ from avel.precision import Decision, autocast, decide, warning_text
 
 
 @pytest.fixture(autouse=True)
-def fresh_decisions():
-    """Every test starts without a cached probe or announcement; the process's state is restored after
-    (other tests' stderr must not gain the announcement line again)."""
+def fresh_decisions(monkeypatch, tmp_path):
+    """Every test starts without a memo, a cached measurement or an announcement (its own AVEL_CACHE);
+    the process's state is restored after (other tests' stderr must not gain the announcement line again)."""
     saved = dict(precision._speedups), set(precision._announced)
+    monkeypatch.setenv("AVEL_CACHE", str(tmp_path / "avel-cache"))
     precision.reset()
     yield
     precision.reset()
@@ -32,37 +33,162 @@ def fresh_decisions():
     precision._announced.update(saved[1])
 
 
-def mock_probe(monkeypatch, factor: float) -> list[int]:
-    calls: list[int] = []
-    monkeypatch.setattr(precision, "_probe", lambda: calls.append(1) or factor)
+def mock_probe(monkeypatch, factor: float | list[float]) -> list[str]:
+    """Replace the probe: a fixed factor, or one factor per call; returns the workloads it was called for."""
+    calls: list[str] = []
+    factors = list(factor) if isinstance(factor, list) else None
+
+    def probe(workload: str) -> float:
+        calls.append(workload)
+        return factors[len(calls) - 1] if factors is not None else factor
+
+    monkeypatch.setattr(precision, "_probe", probe)
     return calls
+
+
+# What /proc/cpuinfo says on the three kinds of CPU avel meets (and on a system without it).
+CPU_KINDS = {
+    "avx2": {"model": "AMD EPYC 7B12", "flags": ["avx2"], "capability": "AVX2"},
+    "avx512_bf16": {"model": "AMD EPYC 9B14", "flags": ["avx512_bf16", "avx512_vnni", "avx512f", "avx2"],
+                    "capability": "AVX512"},
+    "amx": {"model": "Intel(R) Xeon(R) Platinum 8481C",
+            "flags": ["amx_bf16", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2"],
+            "capability": "AVX512"},
+    "undeclared": {"model": None, "flags": [], "capability": "DEFAULT"},
+}
+
+
+def fake_cpu(monkeypatch, kind: str) -> None:
+    monkeypatch.setattr(precision, "cpu_info", lambda *a, **k: dict(CPU_KINDS[kind]))
 
 
 # ---------------------------------------------------------------- the decision
 
-@pytest.mark.parametrize("factor, expected", [(2.0, "bf16"), (5.6, "bf16"), (1.99, "fp32"), (0.02, "fp32")])
-def test_auto_picks_bf16_only_at_twice_the_fp32_rate(monkeypatch, factor, expected):
+@pytest.mark.parametrize("kind, factor, expected, probed", [
+    ("avx2", 0.03, "fp32", False),  # no bf16 unit: fp32, nothing measured
+    ("avx512_bf16", 1.9, "bf16", True), ("avx512_bf16", 2.25, "bf16", True),  # both ends of its measured range
+    ("amx", 5.6, "bf16", True),
+    ("avx512_bf16", 1.2, "fp32", True),  # a unit declared but slow here (a throttled VM): the measurement rules
+    ("undeclared", 3.0, "bf16", True), ("undeclared", 0.02, "fp32", True),  # no /proc/cpuinfo: the probe alone
+])
+def test_auto_on_each_kind_of_cpu(monkeypatch, kind, factor, expected, probed):
+    fake_cpu(monkeypatch, kind)
     calls = mock_probe(monkeypatch, factor)
-    d = decide("auto", "cpu", announce=False)
-    assert d.compute == expected and d.requested == "auto" and d.bf16_speedup == factor
-    assert d.lower == (expected == "bf16") and not d.needs_scaler
+    for workload in ("model", "features"):
+        d = decide("auto", "cpu", workload=workload, announce=False)
+        assert d.compute == expected and d.requested == "auto" and not d.needs_scaler
+        assert d.bf16_speedup == (factor if probed else None)
+        assert d.lower == (expected == "bf16")
     decide("auto", "cpu", announce=False)
-    assert calls == [1]  # measured once per process
+    assert calls == (["model", "features"] if probed else [])  # each workload measured once
+
+
+def test_the_threshold_is_one_and_a_half(monkeypatch):
+    fake_cpu(monkeypatch, "avx512_bf16")
+    for factor, expected in ((1.5, "bf16"), (1.49, "fp32")):
+        precision.reset()
+        precision._cache_dir().joinpath(precision.PRECISION_CACHE_FILE).unlink(missing_ok=True)
+        mock_probe(monkeypatch, factor)
+        assert decide("auto", "cpu", announce=False).compute == expected
+
+
+def test_ten_fresh_processes_decide_the_same_way(monkeypatch, tmp_path):
+    """A probe whose readings straddle the threshold (as a noisy machine's would) is read once per
+    machine: the next processes (a fresh memo each) take the cached measurement."""
+    fake_cpu(monkeypatch, "avx512_bf16")
+    calls = mock_probe(monkeypatch, [1.45, 1.9, 1.2, 2.3, 1.6, 1.1, 2.0, 1.4, 1.8, 1.3])
+    picks = []
+    for _ in range(10):
+        precision.reset()  # what a new process starts with
+        picks.append(decide("auto", "cpu", announce=False).compute)
+    assert picks == ["fp32"] * 10 and calls == ["model"]
+    doc = json.loads((tmp_path / "avel-cache" / "precision" / "speedups.json").read_text())
+    assert doc == {precision.machine_key(): {"model": 1.45}}
+    monkeypatch.setattr(precision, "machine_key", lambda: "another CPU | 2 cores | torch x")
+    precision.reset()
+    assert decide("auto", "cpu", announce=False).compute == "bf16"  # another machine measures for itself
+    assert calls == ["model", "model"]
+
+
+def test_a_corrupt_or_unwritable_cache_is_measured_again(monkeypatch, tmp_path):
+    fake_cpu(monkeypatch, "amx")
+    calls = mock_probe(monkeypatch, 4.0)
+    path = tmp_path / "avel-cache" / "precision" / "speedups.json"
+    path.parent.mkdir(parents=True)
+    for text in ("{not json", '["a list"]', json.dumps({precision.machine_key(): {"model": "fast"}}),
+                 json.dumps({precision.machine_key(): {"model": -1.0}})):
+        path.write_text(text)
+        precision.reset()
+        assert decide("auto", "cpu", announce=False).bf16_speedup == 4.0
+        assert json.loads(path.read_text()) == {precision.machine_key(): {"model": 4.0}}  # repaired
+    assert len(calls) == 4
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("AVEL_CACHE", str(tmp_path / "file" / "cache"))  # cannot be created, even by root
+    precision.reset()
+    assert decide("auto", "cpu", announce=False).compute == "bf16" and len(calls) == 5  # measured, no error
+
+
+def test_processes_started_together_pick_one_precision(tmp_path):
+    """Real processes with the real probe and a fresh cache, started at once (as torchrun's are): one
+    measures under the lock, the others wait and read its result, whatever this CPU is."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AVEL_CACHE": str(tmp_path / "shared-cache")}
+    code = ("from avel.precision import decide\n"
+            "print(decide('auto', 'cpu', announce=False).compute, decide('auto', 'cpu', workload='features',"
+            " announce=False).compute)")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(4)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
+    assert len({o[0] for o in outs}) == 1, [o[0] for o in outs]
+    cached = tmp_path / "shared-cache" / "precision" / "speedups.json"
+    if precision.declared_bf16() is False:
+        assert outs[0][0].split() == ["fp32", "fp32"] and not cached.exists()
+    else:
+        assert list(json.loads(cached.read_text())) == [precision.machine_key()]
 
 
 def test_fp32_never_probes_and_bf16_is_honoured_with_a_warning(monkeypatch, capsys):
+    fake_cpu(monkeypatch, "avx512_bf16")  # a unit declared, yet slow in the probe
     calls = mock_probe(monkeypatch, 0.02)
     assert decide("fp32", "cpu").compute == "fp32" and calls == []
     d = decide("bf16", "cpu")
-    assert d.compute == "bf16" and calls == [1]  # proceeds as asked
+    assert d.compute == "bf16" and calls == ["model"]  # proceeds as asked
     assert warning_text(d) == "avel: warning: bf16 runs at 0.02x fp32 here"
     err = capsys.readouterr().err.splitlines()
     assert err == ["avel: warning: bf16 runs at 0.02x fp32 here"]  # explicit choices are not echoed
     decide("bf16", "cpu")
     assert capsys.readouterr().err == ""  # said once per process
     precision.reset()
+    precision._cache_dir().joinpath(precision.PRECISION_CACHE_FILE).unlink()
     mock_probe(monkeypatch, 3.0)
     assert warning_text(decide("bf16", "cpu", announce=False)) is None  # fast bf16: nothing to warn about
+
+
+def test_bf16_on_a_cpu_without_a_unit_warns_without_measuring(monkeypatch, capsys):
+    fake_cpu(monkeypatch, "avx2")
+    calls = mock_probe(monkeypatch, 0.02)
+    d = decide("bf16", "cpu", workload="features")
+    assert d.compute == "bf16" and d.bf16_speedup is None and calls == []
+    assert capsys.readouterr().err.splitlines() == [
+        "avel: warning: this CPU declares no bf16 unit (amx_bf16, avx512_bf16): bf16 runs emulated here, "
+        "far slower than fp32"]
+
+
+def test_auto_announces_once_per_workload_with_the_measured_ratio(monkeypatch, capsys):
+    fake_cpu(monkeypatch, "avx512_bf16")
+    mock_probe(monkeypatch, [2.61, 1.87])
+    decide("auto", "cpu")
+    decide("auto", "cpu", workload="features")
+    decide("auto", "cpu", workload="features")
+    assert capsys.readouterr().err.splitlines() == [
+        "avel: precision bf16 on cpu (auto: bf16 localizer matrix products run at 2.6x fp32 here)",
+        "avel: precision bf16 on cpu (auto: bf16 VGG-19 convolutions run at 1.9x fp32 here)"]
+    with pytest.raises(ValueError, match="unknown precision workload 'gpu'"):
+        decide("auto", "cpu", workload="gpu")
 
 
 def test_unknown_precision_is_refused():
@@ -71,7 +197,7 @@ def test_unknown_precision_is_refused():
 
 
 def test_cuda_decision_without_a_probe(monkeypatch):
-    monkeypatch.setattr(precision, "_probe", lambda: pytest.fail("no CPU probe for CUDA"))
+    monkeypatch.setattr(precision, "_probe", lambda workload: pytest.fail("no CPU probe for CUDA"))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert decide("auto", "cuda", announce=False).compute == "bf16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
@@ -81,10 +207,14 @@ def test_cuda_decision_without_a_probe(monkeypatch):
     assert warning_text(decide("bf16", "cuda", announce=False)).startswith("avel: warning: this GPU does not")
 
 
-def test_real_probe_returns_a_decision():
-    d = decide("auto", "cpu", announce=False)
-    assert d.bf16_speedup is not None and d.bf16_speedup > 0
-    assert d.compute == ("bf16" if d.bf16_speedup >= precision.AUTO_MIN_SPEEDUP else "fp32")
+@pytest.mark.parametrize("workload", precision.WORKLOADS)
+def test_real_probe_returns_a_decision(workload):
+    d = decide("auto", "cpu", workload=workload, announce=False)
+    if precision.declared_bf16() is False:  # this CPU has no bf16 unit: nothing is measured
+        assert d.compute == "fp32" and d.bf16_speedup is None
+    else:
+        assert d.bf16_speedup is not None and d.bf16_speedup > 0
+        assert d.compute == ("bf16" if d.bf16_speedup >= precision.AUTO_MIN_SPEEDUP else "fp32")
     rec = d.record()
     assert rec["requested"] == "auto" and rec["device"] == "cpu" and rec["machine"]
     assert json.loads(json.dumps(rec)) == rec
@@ -97,6 +227,10 @@ def test_cpu_info_reads_the_bf16_flags(tmp_path):
     info = precision.cpu_info(f)
     assert info["model"] == "Intel(R) Xeon(R) Platinum 8481C"
     assert info["flags"] == ["amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2"]
+    assert precision.declared_bf16(info) is True
+    f.write_text("model name\t: AMD EPYC 7B12\nflags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert precision.declared_bf16(precision.cpu_info(f)) is False
+    assert precision.declared_bf16(precision.cpu_info(tmp_path / "none")) is None
 
 
 @pytest.mark.parametrize("command", [["train", "--data", "d", "--model", "A", "--out", "o"], ["evaluate", "r"],
@@ -314,6 +448,7 @@ def test_reproduce_passes_and_reports_the_precision(tmp_path, monkeypatch):
 
     assert "precision" not in train_overrides(Options(out=tmp_path))  # auto: the TrainConfig default
     assert train_overrides(Options(out=tmp_path, precision="bf16"))["precision"] == "bf16"
+    fake_cpu(monkeypatch, "avx512_bf16")
     mock_probe(monkeypatch, 0.02)
     rec = precision_record(Options(out=tmp_path))
     assert rec["compute"] == "fp32" and rec["requested"] == "auto" and rec["bf16_speedup"] == 0.02
@@ -322,6 +457,7 @@ def test_reproduce_passes_and_reports_the_precision(tmp_path, monkeypatch):
 
 
 def test_quiet_commands_still_warn_about_slow_bf16(monkeypatch, capsys):
+    fake_cpu(monkeypatch, "avx512_bf16")
     mock_probe(monkeypatch, 0.02)
     decide("bf16", "cpu", announce=False, warn=True)  # what a --quiet avel train does
     assert capsys.readouterr().err.splitlines() == ["avel: warning: bf16 runs at 0.02x fp32 here"]

@@ -59,8 +59,8 @@ class TrainConfig:
     num_threads: int | None = None  # torch CPU threads (None: torch's default)
     cache_gb: float = 4.0  # keep a split's features in memory (float32) when they fit in this many GiB
     tune_allocator: bool = True  # glibc: keep large freed buffers instead of unmapping them (faster CPU steps)
-    # compute precision (avel.precision): auto (bf16 where a measured bf16 product is >= 2x faster than fp32,
-    # or the GPU supports it; fp16 + loss scaling on GPUs without bf16), fp32, bf16. Weights and optimizer
+    # compute precision (avel.precision): auto (bf16 where the CPU declares a bf16 unit and its products
+    # measure >= 1.5x fp32, once per machine, or the GPU supports it; fp16 + loss scaling on GPUs without bf16), fp32, bf16. Weights and optimizer
     # state stay fp32. A runtime field: a run may be resumed in another precision (config.json records it).
     precision: str = "auto"
 
