@@ -134,9 +134,10 @@ class Model:
         self.network, self.config, _ = load_run(resolved.run_dir, device=device)
         self.classes, self.background = class_names(run_document(resolved.run_dir), self.config.num_classes)
 
-    def predict(self, audio: Any, visual: Any) -> np.ndarray:
+    def predict(self, audio: Any, visual: Any, precision: str = "auto") -> np.ndarray:
         """Per-second class probabilities (N, T, C) from audio (N, T, 128) and visual (N, T, g, g, 512)
-        features (numpy arrays or tensors; a single clip (T, ...) is accepted and gives (T, C))."""
+        features (numpy arrays or tensors; a single clip (T, ...) is accepted and gives (T, C)).
+        `precision`: auto, fp32 or bf16 (avel.precision; fp32 gives the network's exact outputs)."""
         from avel.train.evaluate import predict
 
         audio, visual = np.asarray(audio, dtype=np.float32), np.asarray(visual, dtype=np.float32)
@@ -150,7 +151,7 @@ class Model:
         if visual.ndim != 5 or tuple(visual.shape[2:]) != want_v or visual.shape[:2] != audio.shape[:2]:
             raise AvelError(f"visual features must have shape {(*audio.shape[:2], *want_v)} to match the audio, "
                             f"got {visual.shape}")
-        probs, _ = predict(self.network, audio, visual)
+        probs, _ = predict(self.network, audio, visual, precision=precision)
         return probs[0] if single else probs
 
     def __repr__(self) -> str:

@@ -2,7 +2,7 @@
 
 `--model NAME` (and `avel.load_model(NAME)`) accepts a name below or a run directory. A name is
 downloaded once into the cache (avel.cache), hash-checked, converted into an ordinary avel run
-directory by the authors' checkpoint importer (avel.authors) and kept there, so later calls are
+directory by the foreign-weights importer (avel.foreign) and kept there, so later calls are
 instant. Each name also records the feature extractor its network was trained on (the authors':
 Keras ImageNet VGG-19 + VGGish, 16 frames per second, 224 px, stretched), so `avel localize`
 fetches those backbone weights too and nobody retypes weight paths.
@@ -37,7 +37,7 @@ class PretrainedModel:
     """A built-in model name: the published checkpoint, how to import it, the features it needs."""
 
     name: str  # value of --model
-    kind: str  # the authors' network, as avel.authors.import_authors names it
+    kind: str  # the network's family, as avel.foreign names it (A+V-att, W-A+V-att, DMRN, ...)
     checkpoint: CachedFile  # the published file (digest None: no verifiable hash, local copy only)
     description: str  # one line for `avel models`
     extractor: dict = field(default_factory=lambda: dict(AUTHORS_EXTRACTOR))  # ExtractorConfig defaults
@@ -89,10 +89,10 @@ def unknown_model_error(value: str) -> AvelError:
 
 
 def import_checkpoint(path: Path, out_dir: Path, kind: str) -> Path:
-    """Convert an authors' checkpoint into a run directory (avel.authors.import_authors, atomic)."""
-    from avel.authors import import_authors
+    """Convert a published checkpoint into a run directory (avel.foreign.import_run, atomic)."""
+    from avel.foreign import import_run
 
-    return import_authors(path, out_dir, kind=kind)
+    return import_run(path, out_dir, kind=kind)
 
 
 def resolve_model(value: str | Path, weights: tuple[str, ...] = ("vgg19", "vggish"),

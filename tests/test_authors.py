@@ -21,7 +21,7 @@ import torch
 from authors_files import AUTHORS_CLASSES, Global, LegacyPickler, ModuleClass, Reduce, Storage, TreeBuilder, \
     authors_tree, legacy_file, random_weights
 
-from avel.authors import KINDS, git_blob_sha1, import_authors, read_authors_checkpoint
+from avel.foreign import families, git_blob_sha1, import_authors, read_authors_checkpoint
 from avel.cli import main
 from avel.errors import AvelError
 from avel.train.checkpoint import load_run
@@ -29,6 +29,7 @@ from avel.train.checkpoint import load_run
 pytestmark = pytest.mark.usefixtures("one_thread")
 HIDDEN = 8  # small LSTMs keep the files and the NumPy reference fast; the feature sizes are AVE's
 ALL_KINDS = ("A+V-att", "W-A+V-att", "DMRN")
+KINDS = families(ALL_KINDS)
 
 
 # ---- NumPy reference: the authors' forward passes -----------------------------------------------------
@@ -135,17 +136,18 @@ def write_legacy(path: Path, kind: str, *, seed: int = 0, py2: bool = False, blo
 def test_legacy_file_imports_with_the_authors_forward_pass(tmp_path: Path, kind: str, py2: bool) -> None:
     blocks = 2 if kind == "DMRN" else 1  # two blocks: the crossed-over residuals show
     weights = write_legacy(tmp_path / "net.pt", kind, seed=ALL_KINDS.index(kind), py2=py2, blocks=blocks)
-    found, state, hp = read_authors_checkpoint(tmp_path / "net.pt")
-    assert found == kind
+    ck = read_authors_checkpoint(tmp_path / "net.pt")
+    state, cfg = ck.tensors, ck.config
+    assert ck.family.name == kind and ck.holds.startswith("a pickled ")
     assert set(state) == set(weights) and all(np.array_equal(state[k].numpy(), weights[k]) for k in weights)
-    assert hp["hidden_dim"] == HIDDEN and hp["hidden_size"] == 16 and hp["tagset_size"] == 29
-    assert hp.get("nb_block", 1) == blocks
+    assert cfg.hidden == HIDDEN and cfg.attention_dim == 16 and cfg.num_classes == 29
+    assert cfg.fusion_blocks == blocks
     out = import_authors(tmp_path / "net.pt", tmp_path / "run")
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == \
         ["config.json", "model.json", "model.safetensors"]
     record = json.loads((out / "config.json").read_text())["imported"]
     assert record["kind"] == kind and record["saved_on"] == ["cuda:0"] and "0.3" in record["container"]
-    assert record["authors_file"] is None  # random weights are not the released file
+    assert record["published_file"] is None  # random weights are not the released file
     check_against_numpy(out, kind, weights, blocks)
 
 
@@ -157,7 +159,7 @@ def test_cli_import_then_evaluate_on_synth(tmp_path: Path, tiny_synth: Path, cap
     assert main(["import-authors", str(tmp_path / "AV_att.pt"), "--out", str(tmp_path / "run"),
                  "--kind", "A+V-att"]) == 0
     printed = capsys.readouterr().out
-    assert "imported A+V-att (models.att_Net, PyTorch 0.3 legacy format" in printed
+    assert "imported A+V-att (a pickled models.att_Net, PyTorch 0.3 legacy format" in printed
     assert git_blob_sha1(tmp_path / "AV_att.pt") in printed
     assert main(["evaluate", str(tmp_path / "run"), "--data", str(tiny_synth), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -213,7 +215,7 @@ class {cls}(nn.Module):
 def write_zip(tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict, Path]:
     """torch.save(net) by current PyTorch of a class in a module named like the authors'; afterwards the
     module's file is replaced by one that leaves a marker when imported."""
-    module, cls = KINDS[kind].pickled_class.split(".")
+    module, cls = KINDS[kind].pickled_classes[0].split(".")
     src = tmp_path / "src"
     src.mkdir(exist_ok=True)
     (src / f"{module}.py").write_text(STAND_INS.format(cls=cls))
@@ -351,8 +353,8 @@ def _truncated(path: Path) -> None:
 
 
 BAD_FILES = {
-    "other architecture": (_other_architecture, "weights do not fit the authors' A+V-att network: missing L1.bias"),
-    "bare LSTM": (_bare_lstm, "holds a torch.nn.modules.rnn.LSTM, not one of the authors' networks"),
+    "other architecture": (_other_architecture, "weights do not fit the A+V-att network (YapengTian/AVE-ECCV18): missing L1.bias"),
+    "bare LSTM": (_bare_lstm, "holds a pickled torch.nn.modules.rnn.LSTM, not one of the networks avel imports"),
     "unknown class": (_unknown_class, "refuses to load global 'my_models.Net'"),
     "tensor past its storage": (_tensor_past_its_storage, "tensor of size (3, 3) at offset 4 runs past its storage"),
     "truncated": (_truncated, "truncated: storage"),
@@ -455,5 +457,5 @@ def test_git_blob_sha1_matches_git(tmp_path: Path) -> None:
     path.write_bytes(bytes(range(256)) * 5000 + b"tail")
     expected = subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True, check=True)
     assert git_blob_sha1(path) == expected.stdout.strip()
-    assert KINDS["A+V-att"].blob_sha1 == "8e7224d07cfb27edb6aed3307d0211dad324a5e3"
-    assert KINDS["W-A+V-att"].blob_sha1 == "b1ba4dd0fdf4b5537f26cccf1ccbf82ee8f97860"
+    assert KINDS["A+V-att"].published == (("model/AV_att.pt", "8e7224d07cfb27edb6aed3307d0211dad324a5e3"),)
+    assert KINDS["W-A+V-att"].published == (("model/AV_att_weak.pt", "b1ba4dd0fdf4b5537f26cccf1ccbf82ee8f97860"),)

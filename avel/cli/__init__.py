@@ -16,7 +16,7 @@ from avel import __version__
 from avel.errors import AvelError
 
 # Command groups, in the order `avel --help` lists them.
-COMMAND_MODULES = ("data", "train", "evaluate", "crossmodal", "extract", "localize", "models", "import_authors", "reproduce")
+COMMAND_MODULES = ("data", "train", "evaluate", "crossmodal", "extract", "localize", "models", "import_weights", "reproduce")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """The authors' released networks, computed exactly as their code does (for imported checkpoints).
 
-Three registered variants hold the weights of the authors' trained PyTorch files (see avel.authors):
+Three registered variants hold the weights of the authors' trained PyTorch files (see avel.foreign):
 
   authors-A+V-att    `att_Net` of their models.py (A+V-att, supervised)
   authors-W-A+V-att  `att_Net` of their models_weakly.py (W-A+V-att: the same layers; trained through a

@@ -1,11 +1,12 @@
-"""Read whole-module PyTorch checkpoints without executing anything they contain.
+"""Read PyTorch checkpoints (whole modules or state dicts) without executing anything they contain.
 
 `torch.save(net)` pickles the module objects themselves; unpickling such a file normally imports
 the classes it names and calls whatever callables it lists, so a crafted file runs arbitrary code.
 Here a `pickle.Unpickler` subclass resolves every global through one allow-list
-(`ALLOWED_GLOBALS`): tensor and storage rebuilding, OrderedDict and set, and *inert stand-ins* for the
-module classes of the authors' networks and the torch internals their 0.3 pickles reference (a
-stand-in records the attributes pickle hands it and runs nothing). Any other global (`posix.system`,
+(`ALLOWED_GLOBALS`): tensor and storage rebuilding, OrderedDict and set, and *inert stand-ins* for
+module classes: those of the networks avel imports (avel.foreign.kinds: the AVE authors' and the
+later methods'), any `torch.nn.modules` class, and the torch internals 0.3 pickles reference (a
+stand-in records the attributes pickle hands it and runs nothing, so standing in is always safe). Any other global (`posix.system`,
 `builtins.eval`, `subprocess.Popen`, ...) stops the load with one line naming it. The source code
 that a 0.3 file carries for each module class is never executed or imported.
 
@@ -47,14 +48,12 @@ STORAGE_DTYPES: dict[str, torch.dtype] = {
     "BoolStorage": torch.bool,
 }
 
-# Module classes (and torch internals) that may appear in the authors' files: loaded as inert stand-ins.
-MODULE_CLASSES = (
-    "models.att_Net", "models_weakly.att_Net", "models_fusion.TBMRF_Net",
-    "torch.nn.modules.rnn.LSTM", "torch.nn.modules.linear.Linear", "torch.nn.modules.container.Sequential",
-    "torch.nn.modules.activation.ReLU", "torch.nn.modules.activation.Tanh", "torch.nn.modules.activation.Sigmoid",
+# Torch internals that 0.3 whole-module pickles reference: loaded as inert stand-ins.
+TORCH_INTERNALS = (
     "torch.nn.backends.thnn._get_thnn_function_backend",  # 0.3 modules' shared `_backend`
     "torch.backends.cudnn.rnn.Unserializable",  # 0.3 LSTM `dropout_state` entries
 )
+TORCH_MODULES = "torch.nn.modules."  # every torch layer class (Linear, LSTM, MultiheadAttention, ...) stands in
 
 
 class StandIn:
@@ -103,6 +102,12 @@ def _stand_in_class(qualname: str) -> type[StandIn]:
     return type(qualname.rsplit(".", 1)[-1], (StandIn,), {"qualname": qualname})
 
 
+def module_state(obj: StandIn) -> dict[str, Any]:
+    """A pickled module's attribute dict, with Python 2 byte-string keys decoded."""
+    state = obj.state if isinstance(obj.state, dict) else {}
+    return {_text(k): v for k, v in state.items()}
+
+
 def _parameter(data: Any, requires_grad: Any = True, *_: Any) -> Ref:
     """torch.nn.Parameter(tensor) (0.3) and torch._utils._rebuild_parameter(tensor, ...) (current)."""
     if not isinstance(data, Ref) or data.kind != "tensor":
@@ -133,8 +138,14 @@ ALLOWED_GLOBALS: dict[str, Any] = {
     "torch._utils._rebuild_parameter": _parameter,
     "torch.nn.parameter.Parameter": _parameter,
     **{f"torch.{name}": StorageType(name) for name in STORAGE_DTYPES},
-    **{name: _stand_in_class(name) for name in MODULE_CLASSES},
+    **{name: _stand_in_class(name) for name in TORCH_INTERNALS},
 }
+
+
+def allow_module_class(qualname: str) -> None:
+    """Let pickles name the module class `qualname` (e.g. "fully_model.psp_net"): it loads as an inert
+    stand-in (avel.foreign.kinds registers the classes of the networks it imports)."""
+    ALLOWED_GLOBALS.setdefault(qualname, _stand_in_class(qualname))
 
 
 class RefusedGlobal(pickle.UnpicklingError):
@@ -205,6 +216,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         qualname = f"{module}.{name}"
+        if qualname not in ALLOWED_GLOBALS and qualname.startswith(TORCH_MODULES) and name[:1].isupper():
+            allow_module_class(qualname)  # a torch layer class: inert like any stand-in
         if qualname not in ALLOWED_GLOBALS:
             raise RefusedGlobal(qualname)
         return ALLOWED_GLOBALS[qualname]
@@ -252,13 +265,14 @@ class Loaded:
 def _refuse(exc: Exception, path: Path) -> AvelError:
     if isinstance(exc, RefusedGlobal):
         return AvelError(f"refuses to load global '{exc.qualname}' (a checkpoint may only hold tensors, storages "
-                         "and the module classes of the authors' networks; loading it could run code)", path)
+                         "and the module classes of the networks avel imports; loading it could run code)", path)
     return AvelError(f"not a readable PyTorch checkpoint (truncated or corrupt?): {type(exc).__name__}: "
                      f"{str(exc)[:200]}", path)
 
 
 def load_checkpoint(path: str | Path) -> Loaded:
-    """Unpickle a whole-module checkpoint (0.3 legacy or zip format) safely; AvelError on anything else."""
+    """Unpickle a checkpoint (0.3 legacy or zip format; a whole module or a state dict) safely; AvelError
+    on anything else."""
     path = Path(path)
     if not path.is_file():
         raise AvelError("file not found", path)
