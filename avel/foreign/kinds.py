@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import torch
 
 from avel.errors import AvelError
 from avel.foreign.unpickle import StandIn, allow_module_class, module_state
+
 
 @dataclass(frozen=True)
 class Family:
@@ -32,16 +33,19 @@ class Family:
     config: Callable[[dict[str, torch.Tensor], Any, Path], Any]  # (avel-named tensors, pickled root, path) -> ModelConfig
     training: Callable[[], Any]  # -> the TrainConfig of its training script (recorded in config.json)
     pickled_classes: tuple[str, ...] = ()  # module.class its whole-module checkpoints are pickled as
-    key_map: tuple[tuple[str, str], ...] = ()  # (their name prefix, avel's): the first matching prefix is replaced
+    key_map: Mapping[str, str | None] = field(default_factory=dict)  # their name prefix -> avel's (None: dropped)
     published: tuple[tuple[str, str], ...] = ()  # (path in `origin`, git blob SHA-1) of its released checkpoints
     weak: bool = False  # trained from video-level labels
 
-    def to_avel(self, name: str) -> str:
-        """avel's parameter name for the checkpoint's `name`."""
-        for theirs, ours in self.key_map:
-            if name.startswith(theirs):
-                return ours + name[len(theirs):]
-        return name
+    def to_avel(self, name: str) -> str | None:
+        """avel's parameter name for the checkpoint's `name`: its longest matching prefix in `key_map`
+        replaced (None: a tensor the network never uses, dropped); a name no prefix matches is kept,
+        so that the fit check reports it as unexpected."""
+        match = max((p for p in self.key_map if name.startswith(p)), key=len, default=None)
+        if match is None:
+            return name
+        ours = self.key_map[match]
+        return None if ours is None else ours + name[len(match):]
 
 
 FAMILIES: dict[str, Family] = {}  # name -> family, in registration order

@@ -149,7 +149,8 @@ def read_checkpoint(path: str | Path, kind: str | None = None,
         found, raw, holds = table[kind], state_dict_tensors(root, path), "a state dict"
     else:
         raise AvelError(f"holds a {type(root).__name__}, neither a pickled network nor a state dict", path)
-    tensors = {found.to_avel(k): v for k, v in raw.items()}
+    renamed = {k: found.to_avel(k) for k in raw}
+    tensors = {new: raw[k] for k, new in renamed.items() if new is not None}
     cfg = found.config(tensors, root, path)
     check_weights(found, cfg, tensors, path)
     return Checkpoint(found, tensors, cfg, loaded, holds)
