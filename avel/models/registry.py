@@ -103,7 +103,7 @@ def _load_builtin_models() -> None:
     # Importing the modules runs their @register_model decorators.
     import importlib
 
-    for mod in ("localizers", "edtcn", "attention_variants", "authors", "cmran", "psp"):
+    for mod in ("localizers", "edtcn", "attention_variants", "authors", "cmran", "psp", "cmbs"):
         try:
             importlib.import_module(f"avel.models.{mod}")
         except ModuleNotFoundError as exc:
