@@ -7,17 +7,17 @@ directory holding a different run is refused. Under torchrun it trains with
 DistributedDataParallel (avel.train.distributed); rank 0 writes the files.
 
 Supervised models learn from per-second labels; weak ones (cfg.weak) from video labels only, through
-MIL average pooling (eq. 7), with the background-only videos (ds.noisy) added when present. Both
-are scored per second on the segment labels. The loss is TrainConfig.loss on the logits or, for a
-model that defines `method_loss(out, target, weak)` (CMRAN, PSP, CMBS: their own objectives), that
-method (avel.train.losses.batch_loss), in training and validation alike. The checkpoint is selected
-on the validation split: per-second accuracy for supervised models, video-level accuracy for weak
-ones (segment labels are not theirs to see), ties broken by the lower validation loss. Training stops when for `patience`
-epochs neither that score nor the validation loss has improved (accuracy alone plateaus in the
-first epochs while the loss still falls), but never before `min_steps` optimizer steps (a small
-dataset's first epochs are a few steps on the majority-class plateau). The test split is evaluated
-once. With `standardize` (the default) the inputs are standardized per channel with statistics of
-the training split that are saved in the checkpoint (avel.train.standardize).
+MIL average pooling (eq. 7), with the background-only videos (ds.noisy) added when present. Both are
+scored per second on the segment labels. The loss is TrainConfig.loss on the logits or, for a model
+that defines `method_loss(out, target, weak)` (CMRAN, PSP, CMBS: their own objectives), that method
+(avel.train.losses.batch_loss), in training and validation alike. The checkpoint is selected on the
+validation split: per-second accuracy for supervised models, video-level accuracy for weak ones
+(segment labels are not theirs to see), ties broken by the lower validation loss. Training stops
+when for `patience` epochs neither that score nor the validation loss has improved (accuracy alone
+plateaus in the first epochs while the loss still falls), but never before `min_steps` optimizer
+steps (a small dataset's first epochs are a few steps on the majority-class plateau). The test split
+is evaluated once. With `standardize` (the default) the inputs are standardized per channel with
+statistics of the training split that are saved in the checkpoint (avel.train.standardize).
 """
 
 from __future__ import annotations
