@@ -1,4 +1,4 @@
-"""CMRAN: Cross-Modal Relation-Aware Networks (Xu, Zeng, Wang, Zhou, Chen, ACM MM 2020).
+"""CMRAN: Cross-Modal Relation-Aware Networks (Xu, Zeng, Wu, Tan, Gan, ACM MM 2020).
 
 Structure of the public code (FloretCat/CMRAN, model/main_model.py), batch-first here:
 

@@ -1,4 +1,4 @@
-"""PSP: Positive Sample Propagation (Zhou, Zheng, Wang, Guo, Wang, CVPR 2021).
+"""PSP: Positive Sample Propagation along the audio-visual event line (Zhou, Zheng, Zhong, Hao, Wang, CVPR 2021).
 
 Structure of the public code (jasongief/PSP_CVPR_2021, fully_model.py / weakly_model.py):
 
