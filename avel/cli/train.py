@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "validation split, early stopping, test evaluated once at the end. Re-running the same "
                     "command resumes an interrupted run. Works under `torchrun --nproc-per-node N -m avel train`.")
     p.add_argument("--data", type=Path, required=True, metavar="DIR", help="AVE dataset directory")
-    p.add_argument("--model", required=True, metavar="NAME", help="model name: A, V, V-att, A+V, A+V-att, DMRN, or any registered model")
+    p.add_argument("--model", required=True, metavar="NAME", help="model name: A, V, V-att, A+V, A+V-att, DMRN, CMRAN, PSP, CMBS, or any registered model")
     p.add_argument("--out", type=out_dir, required=True, metavar="RUN_DIR", help="run directory to write")
     p.add_argument("--weak", action="store_true", help="weakly supervised (W-) variant: video labels + MIL pooling")
     p.add_argument("--epochs", type=positive_int, default=None, help="maximum epochs (default 100; early stopping)")

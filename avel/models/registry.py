@@ -2,7 +2,9 @@
 
 Each model is one small function `fn(cfg: ModelConfig) -> nn.Module` decorated with
 `@register_model("NAME")`, using the paper's names (`A`, `V`, `V-att`, `A+V`, `A+V-att`, `DMRN`, ...).
-Every registered model takes a batch of per-second features and returns a `ModelOutput`;
+Every registered model takes a batch of per-second features and returns a `ModelOutput`; a model
+whose method trains with its own objective also defines `method_loss(out, target, weak)` (used by
+the trainer in place of TrainConfig.loss);
 tests/test_registry.py loops over `list_models()` doing forward, backward, shape and NaN checks,
 so a new model is tested the moment it is registered.
 """
@@ -69,6 +71,9 @@ class ModelOutput:
     attention: torch.Tensor | None = None  # (B, T, grid*grid) audio-guided visual attention, rows sum to 1
     audio_attention: torch.Tensor | None = None  # (B, T, H*W) visual-guided audio attention, if any
     probs: torch.Tensor | None = None  # (B, T, num_classes) when a model averages probabilities (DMRFE)
+    # Further tensors a model's own training objective reads (`method_loss`, see avel.train.trainer),
+    # e.g. CMRAN's per-second event relevance (B, T) and video class scores (B, C-1).
+    extras: dict[str, torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,7 @@ def _load_builtin_models() -> None:
     # Importing the modules runs their @register_model decorators.
     import importlib
 
-    for mod in ("localizers", "edtcn", "attention_variants", "authors"):
+    for mod in ("localizers", "edtcn", "attention_variants", "authors", "cmran", "psp", "cmbs"):
         try:
             importlib.import_module(f"avel.models.{mod}")
         except ModuleNotFoundError as exc:

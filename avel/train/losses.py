@@ -1,5 +1,10 @@
 """Training losses, supervised (per second) and weakly supervised (MIL average pooling, eq. 7).
 
+A model whose method defines its own training objective (CMRAN, PSP, CMBS: relevance and class
+terms, PSP's AVPS term, CMBS's background-suppression terms) implements
+`method_loss(out: ModelOutput, target, weak) -> scalar`; `batch_loss` then uses it in place of the
+configured loss, so that every method's losses live with its model and the trainer has one hook.
+
 Each loss is `fn(logits (B,T,C), target, weak) -> scalar`, where target is the per-second one-hot
 labels (B,T,C) for supervised models and the video-level one-hot (B,C) for weak ones.
 
@@ -15,6 +20,7 @@ labels (B,T,C) for supervised models and the video-level one-hot (B,C) for weak 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,3 +55,17 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]] = 
     "authors": authors_loss,
     "authors-max": authors_max_loss,
 }
+
+
+def has_method_loss(model: Any) -> bool:
+    """Whether `model` trains with its own objective (`method_loss`)."""
+    return callable(getattr(model, "method_loss", None))
+
+
+def batch_loss(model: Any, out: Any, target: torch.Tensor, weak: bool,
+               loss_fn: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]) -> torch.Tensor:
+    """One batch's loss: `model.method_loss(out, target, weak)` where the model defines it, else
+    `loss_fn(out.logits, target, weak)` (`model`: the bare module, not a DDP wrapper)."""
+    if has_method_loss(model):
+        return model.method_loss(out, target, weak)
+    return loss_fn(out.logits.float(), target, weak)

@@ -7,15 +7,17 @@ directory holding a different run is refused. Under torchrun it trains with
 DistributedDataParallel (avel.train.distributed); rank 0 writes the files.
 
 Supervised models learn from per-second labels; weak ones (cfg.weak) from video labels only, through
-MIL average pooling (eq. 7), with the background-only videos (ds.noisy) added when present. Both
-are scored per second on the segment labels. The checkpoint is selected on the validation split:
-per-second accuracy for supervised models, video-level accuracy for weak ones (segment labels are
-not theirs to see), ties broken by the lower validation loss. Training stops when for `patience`
-epochs neither that score nor the validation loss has improved (accuracy alone plateaus in the
-first epochs while the loss still falls), but never before `min_steps` optimizer steps (a small
-dataset's first epochs are a few steps on the majority-class plateau). The test split is evaluated
-once. With `standardize` (the default) the inputs are standardized per channel with statistics of
-the training split that are saved in the checkpoint (avel.train.standardize).
+MIL average pooling (eq. 7), with the background-only videos (ds.noisy) added when present. Both are
+scored per second on the segment labels. The loss is TrainConfig.loss on the logits or, for a model
+that defines `method_loss(out, target, weak)` (CMRAN, PSP, CMBS: their own objectives), that method
+(avel.train.losses.batch_loss), in training and validation alike. The checkpoint is selected on the
+validation split: per-second accuracy for supervised models, video-level accuracy for weak ones
+(segment labels are not theirs to see), ties broken by the lower validation loss. Training stops
+when for `patience` epochs neither that score nor the validation loss has improved (accuracy alone
+plateaus in the first epochs while the loss still falls), but never before `min_steps` optimizer
+steps (a small dataset's first epochs are a few steps on the majority-class plateau). The test split
+is evaluated once. With `standardize` (the default) the inputs are standardized per channel with
+statistics of the training split that are saved in the checkpoint (avel.train.standardize).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from avel.train.data import ConcatSource, Source
 from avel.train.distributed import DistInfo, all_reduce_sum, any_rank, barrier, init_from_env, resolve_device
 from avel.train.evaluate import evaluate_model
 from avel.train.fingerprint import dataset_summary, fingerprint_differences, run_fingerprint
-from avel.train.losses import LOSSES
+from avel.train.losses import LOSSES, batch_loss, has_method_loss
 from avel.train.perf import tune_cpu_allocator
 from avel.train import recipes
 from avel.precision import Decision, autocast, decide, grad_scaler, keep_recurrent_fp32
@@ -250,7 +252,7 @@ class _Trainer:
             target = batch.pop(self.target_key)
             with autocast(self.precision):  # products in bf16/fp16; weights and optimizer state stay fp32
                 out = model(**batch)
-            loss = self.loss_fn(out.logits.float(), target, self.weak)
+            loss = batch_loss(ckpt.unwrap(model), out, target, self.weak, self.loss_fn)  # method_loss or cfg.loss
             if any_rank(not bool(torch.isfinite(loss)), self.info, self.device):
                 self._nan_stop(epoch, step, loss.item())
             opt.zero_grad(set_to_none=True)
@@ -273,10 +275,11 @@ class _Trainer:
             batch = _to(self.val_src.take(np.arange(i, min(i + bs, len(self.val_src)))), self.device)
             labels, mil = batch.pop("labels"), batch.pop("mil_labels")
             with autocast(self.precision):
-                logits = model(**batch).logits.float()  # (b, T, C)
+                out = model(**batch)
+            logits = out.logits.float()  # (b, T, C)
             seg = (logits.argmax(-1) == labels.argmax(-1)).sum().item()
             vid = (logits.mean(1).argmax(-1) == mil.argmax(-1)).sum().item()
-            loss = self.loss_fn(logits, mil if self.weak else labels, self.weak).item()
+            loss = batch_loss(model, out, mil if self.weak else labels, self.weak, self.loss_fn).item()
             sums += [seg, labels.shape[0] * labels.shape[1], vid, labels.shape[0], loss * labels.shape[0],
                      labels.shape[0]]
         s = all_reduce_sum(sums.tolist(), self.info, self.device)
@@ -529,6 +532,9 @@ def train(dataset: Any, model_cfg: ModelConfig, train_cfg: TrainConfig, out_dir:
     model_cfg = normalize_config(model_cfg)
     model_spec(model_cfg.name)  # unknown model: AvelError listing the valid ones
     probe = create_model(model_cfg)  # a config the model refuses fails here, before anything is written
+    if has_method_loss(probe) and train_cfg.loss != TrainConfig().loss:
+        raise AvelError(f"{model_cfg.name} trains with its own loss (its method_loss); loss "
+                        f"'{train_cfg.loss}' (--loss, or the recipe's) does not apply to it")
     if train_cfg.init_from:  # so does an --init-from run of another architecture, shape or input scaling
         from avel.train.init_from import init_from_run
 
