@@ -72,6 +72,30 @@ PRETRAINED: dict[str, PretrainedModel] = {m.name: m for m in (
                                "https://drive.google.com/file/d/1D6M6lnUkS4yby0Y4LODIYAQUR6N_GtaR/view",
                                f"{MODELS_SUBDIR}/DMRN.pt", GIT_BLOB, None, 6.4),
                     "DMRN fusion (Table 1), the authors' trained network; Google Drive only: local file"),
+    # The later methods link their trained weights on Google Drive, without a hash: local-file entries
+    # (CMBS's scripts save float64 state dicts: twice the float32 size).
+    PretrainedModel("psp", "PSP",
+                    CachedFile("PSP's trained network (PSP_fully.pt, linked from jasongief/PSP_CVPR_2021)",
+                               "https://drive.google.com/drive/folders/1YEyEH6e988v1NUwwVYohrwY2DSpVtVoT",
+                               f"{MODELS_SUBDIR}/PSP_fully.pt", GIT_BLOB, None, 6.2),
+                    "PSP (Zhou et al., CVPR 2021), supervised, its authors' trained network; Google Drive only: "
+                    "local file"),
+    PretrainedModel("w-psp", "W-PSP",
+                    CachedFile("W-PSP's trained network (PSP_weakly.pt, linked from jasongief/PSP_CVPR_2021)",
+                               "https://drive.google.com/drive/folders/1YEyEH6e988v1NUwwVYohrwY2DSpVtVoT",
+                               f"{MODELS_SUBDIR}/PSP_weakly.pt", GIT_BLOB, None, 5.0),
+                    "W-PSP, weakly supervised, its authors' trained network; Google Drive only: local file"),
+    PretrainedModel("cmbs", "CMBS",
+                    CachedFile("CMBS's trained supervised network (linked from marmot-xy/CMBS)",
+                               "https://drive.google.com/file/d/1crF9vKpdi3Ec_Zkagz7rJB_yVHYnxpJE/view",
+                               f"{MODELS_SUBDIR}/CMBS_supervised.pth.tar", GIT_BLOB, None, 73.6),
+                    "CMBS (Xia and Zhao, CVPR 2022), supervised, its authors' trained network; Google Drive only: "
+                    "local file"),
+    PretrainedModel("w-cmbs", "W-CMBS",
+                    CachedFile("CMBS's trained weakly-supervised network (linked from marmot-xy/CMBS)",
+                               "https://drive.google.com/file/d/100cp82dIrJLuqqEvV-9dbxyTQpWkY-3c/view",
+                               f"{MODELS_SUBDIR}/CMBS_weakly.pth.tar", GIT_BLOB, None, 75.2),
+                    "W-CMBS, weakly supervised, its authors' trained network; Google Drive only: local file"),
 )}
 
 

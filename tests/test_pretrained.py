@@ -214,8 +214,9 @@ AUTHORS_LINES = [
 def test_table_matches_the_authors_repository():
     """Names, kinds and hashes as published (the importer's table of the same files agrees)."""
     t = pretrained.PRETRAINED
-    assert list(t) == ["authors-av-att", "authors-w-av-att", "authors-dmrn"]
-    assert [m.kind for m in t.values()] == ["A+V-att", "W-A+V-att", "DMRN"]
+    assert list(t) == ["authors-av-att", "authors-w-av-att", "authors-dmrn", "psp", "w-psp", "cmbs", "w-cmbs"]
+    assert [m.kind for m in t.values()] == ["A+V-att", "W-A+V-att", "DMRN", "PSP", "W-PSP", "CMBS", "W-CMBS"]
+    assert [m.name for m in t.values() if m.checkpoint.downloadable] == ["authors-av-att", "authors-w-av-att"]
     assert t["authors-av-att"].checkpoint.digest == "8e7224d07cfb27edb6aed3307d0211dad324a5e3"
     assert t["authors-w-av-att"].checkpoint.url.endswith("/YapengTian/AVE-ECCV18/master/model/AV_att_weak.pt")
     assert not t["authors-dmrn"].checkpoint.downloadable
@@ -262,7 +263,7 @@ def test_offline_env_and_dmrn_local_only(monkeypatch, empty_cache, capsys):
 def test_unknown_name_lists_the_names(empty_cache, tmp_path, capsys):
     assert main(["localize", str(tmp_path / "clip.mp4"), "--model", "authors-av", "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err == ("avel: error: unknown model 'authors-av': give a run directory or one of "
-                                       "authors-av-att, authors-w-av-att, authors-dmrn\n")
+                                       "authors-av-att, authors-w-av-att, authors-dmrn, psp, w-psp, cmbs, w-cmbs\n")
     with pytest.raises(AvelError, match="unknown model 'nope'"):
         avel.load_model("nope")
     with pytest.raises(AvelError, match="run directory not found"):  # a path, not a name
@@ -277,12 +278,14 @@ def test_models_lists_names_sources_sizes_and_state(empty_cache, capsys):
                               "https://raw.githubusercontent.com/YapengTian/AVE-ECCV18/master/model/AV_att.pt",
                               "(default)"]
     assert out[3].split()[:6] == ["authors-dmrn", "DMRN", "~6.4", "MB", "local", "file"]
-    assert out[4] == ("authors-dmrn: published without a verifiable hash; download it yourself and put it at "
+    assert out[8] == ("authors-dmrn: published without a verifiable hash; download it yourself and put it at "
                       f"{empty_cache / 'models' / 'DMRN.pt'}")
+    assert out[9] == ("psp: published without a verifiable hash; download it yourself and put it at "
+                      f"{empty_cache / 'models' / 'PSP_fully.pt'}")
     assert out[-1].startswith(f"cache: {empty_cache} (set AVEL_CACHE to move it)")
     assert main(["models", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert [m["state"] for m in doc["models"]] == ["not cached", "not cached", "local file only"]
+    assert [m["state"] for m in doc["models"]] == ["not cached", "not cached"] + ["local file only"] * 5
 
 
 # ---------------------------------------------------------------- a model served, imported once, then instant

@@ -10,7 +10,7 @@ See docs/authors.md and docs/models.md: the formats read, the safety rule, each 
 
 from pathlib import Path
 
-from avel.foreign.kinds import AUTHORS, FAMILIES, Family
+from avel.foreign.kinds import AUTHORS, FAMILIES, PEERS, Family
 from avel.foreign.reader import Checkpoint, git_blob_sha1, import_run, read_checkpoint
 
 
@@ -29,5 +29,5 @@ def read_authors_checkpoint(path: str | Path) -> Checkpoint:
     return read_checkpoint(path, allowed=AUTHORS)
 
 
-__all__ = ["AUTHORS", "Checkpoint", "Family", "families", "git_blob_sha1", "import_authors", "import_run",
+__all__ = ["AUTHORS", "PEERS", "Checkpoint", "Family", "families", "git_blob_sha1", "import_authors", "import_run",
            "read_authors_checkpoint", "read_checkpoint"]

@@ -1,5 +1,10 @@
 """The table of networks avel imports: one `Family` each (avel.foreign.reader reads them all alike).
 
+The AVE authors' networks (whole-module pickles, their own parameter names) and the later methods'
+(CMRAN and CMBS: `nn.DataParallel` state dicts saved by their supv_main.py / weakly_main.py; PSP:
+whole `psp_net` modules pickled by fully_supervised_main.py / weakly_supervised_main.py), renamed
+with the key map kept beside each avel model (avel.models.cmran / psp / cmbs).
+
 A family names the avel model that computes the network's forward pass, the classes its
 whole-module pickles name, the key map from its parameter names to avel's, how its config is read
 from the weights, and its training script's settings.
@@ -20,7 +25,7 @@ from typing import Any
 import torch
 
 from avel.errors import AvelError
-from avel.foreign.unpickle import StandIn, allow_module_class, module_state
+from avel.foreign.unpickle import StandIn, allow_module, allow_module_class, module_state
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,8 @@ class Family:
     origin: str  # the repository its code and checkpoints come from
     config: Callable[[dict[str, torch.Tensor], Any, Path], Any]  # (avel-named tensors, pickled root, path) -> ModelConfig
     training: Callable[[], Any]  # -> the TrainConfig of its training script (recorded in config.json)
-    pickled_classes: tuple[str, ...] = ()  # module.class its whole-module checkpoints are pickled as
+    pickled_classes: tuple[str, ...] = ()  # module.class its whole-module checkpoints are pickled as (the root)
+    code_modules: tuple[str, ...] = ()  # modules of its code whose classes appear inside such pickles (stand-ins)
     key_map: Mapping[str, str | None] = field(default_factory=dict)  # their name prefix -> avel's (None: dropped)
     published: tuple[tuple[str, str], ...] = ()  # (path in `origin`, git blob SHA-1) of its released checkpoints
     weak: bool = False  # trained from video-level labels
@@ -60,6 +66,8 @@ def register_family(family: Family) -> Family:
     for cls in family.pickled_classes:
         PICKLED_CLASSES[cls] = family.name
         allow_module_class(cls)
+    for module in family.code_modules:
+        allow_module(module)
     return family
 
 
@@ -146,3 +154,44 @@ AUTHORS = tuple(f.name for f in (
              (("model/AV_att_weak.pt", "b1ba4dd0fdf4b5537f26cccf1ccbf82ee8f97860"),)),
     _authors("DMRN", "models_fusion.TBMRF_Net"),  # DMRN.pt is published on Google Drive only
 ))
+
+
+# ---------------------------------------------------------------- the later methods
+
+def _peer_training(recipe: str, weak: bool):
+    """The TrainConfig recorded for an imported peer: its repository's recipe where avel.train.recipes
+    has one, else avel's defaults."""
+    from avel.train.recipes import RECIPES, recipe_config
+
+    return recipe_config(recipe if recipe in RECIPES else "avel", weak)
+
+
+def _peer(name: str, model: str, origin: str, key_map: Mapping[str, str | None], weak: bool,
+          pickled_class: str | None = None) -> Family:
+    def config(tensors: dict[str, torch.Tensor], root: Any, path: Path):
+        from avel.models.registry import ModelConfig
+
+        return ModelConfig(name=model, weak=weak)
+
+    code = (pickled_class.rsplit(".", 1)[0],) if pickled_class else ()
+    return register_family(Family(name=name, model=model, origin=origin, config=config,
+                                  training=lambda: _peer_training(model.lower(), weak),
+                                  pickled_classes=(pickled_class,) if pickled_class else (), code_modules=code,
+                                  key_map=key_map, weak=weak))
+
+
+def _register_peers() -> tuple[str, ...]:
+    from avel.models import cmbs, cmran, psp
+
+    return tuple(f.name for f in (
+        _peer("CMRAN", "CMRAN", "FloretCat/CMRAN", cmran.KEY_MAP, weak=False),
+        _peer("W-CMRAN", "CMRAN", "FloretCat/CMRAN", getattr(cmran, "WEAK_KEY_MAP", cmran.KEY_MAP), weak=True),
+        _peer("PSP", "PSP", "jasongief/PSP_CVPR_2021", psp.KEY_MAP, weak=False, pickled_class="fully_model.psp_net"),
+        _peer("W-PSP", "PSP", "jasongief/PSP_CVPR_2021", psp.WEAK_KEY_MAP, weak=True,
+              pickled_class="weakly_model.psp_net"),
+        _peer("CMBS", "CMBS", "marmot-xy/CMBS", cmbs.KEY_MAP, weak=False),
+        _peer("W-CMBS", "CMBS", "marmot-xy/CMBS", cmbs.WEAK_KEY_MAP, weak=True),
+    ))
+
+
+PEERS = _register_peers()

@@ -142,6 +142,15 @@ ALLOWED_GLOBALS: dict[str, Any] = {
 }
 
 
+STAND_IN_MODULES: set[str] = set()  # modules of a network's own code: any class of theirs stands in
+
+
+def allow_module(module: str) -> None:
+    """Let pickles name any class of `module` (a network's own code, e.g. "fully_model"): each loads as an
+    inert stand-in."""
+    STAND_IN_MODULES.add(module)
+
+
 def allow_module_class(qualname: str) -> None:
     """Let pickles name the module class `qualname` (e.g. "fully_model.psp_net"): it loads as an inert
     stand-in (avel.foreign.kinds registers the classes of the networks it imports)."""
@@ -216,8 +225,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         qualname = f"{module}.{name}"
-        if qualname not in ALLOWED_GLOBALS and qualname.startswith(TORCH_MODULES) and name[:1].isupper():
-            allow_module_class(qualname)  # a torch layer class: inert like any stand-in
+        known_code = qualname.startswith(TORCH_MODULES) or module in STAND_IN_MODULES
+        if qualname not in ALLOWED_GLOBALS and known_code and name[:1].isalpha():
+            allow_module_class(qualname)  # a torch layer or a class of the network's code: inert like any stand-in
         if qualname not in ALLOWED_GLOBALS:
             raise RefusedGlobal(qualname)
         return ALLOWED_GLOBALS[qualname]

@@ -11,7 +11,6 @@
 - `AudioVisualInteraction`: CMRAN's audio-video interaction: q = v * a attends over [a; v].
 - `SpatialChannelAttention`: CMRAN's audio-guided channel then spatial attention over the
   visual grid (CMBS extends it).
-- `rename_keys`: a state dict in another code's names -> avel's, from a table of key prefixes.
 
 All blocks take batch-first tensors (B, T, D); nn.MultiheadAttention keeps torch's parameter names
 (in_proj_weight, out_proj), so a sequence-first checkpoint loads unchanged.
@@ -77,21 +76,6 @@ def gated_logits(relevance: torch.Tensor, class_scores: torch.Tensor, num_classe
 def top_k_mean(x: torch.Tensor, k: int) -> torch.Tensor:
     """Mean of the k largest values over time: (B, T, K) -> (B, K) (all T values when T < k)."""
     return x.topk(min(k, x.shape[1]), dim=1).values.mean(dim=1)
-
-
-def rename_keys(state: Mapping[str, torch.Tensor], table: Mapping[str, str | None]) -> dict[str, torch.Tensor]:
-    """Rename keys by their longest matching prefix in `table` (their prefix -> avel's; None = drop).
-
-    A key no prefix matches is an error: every tensor of the other code must be accounted for.
-    """
-    out = {}
-    for key, value in state.items():
-        match = max((p for p in table if key.startswith(p)), key=len, default=None)
-        if match is None:
-            raise AvelError(f"no key mapping for '{key}'")
-        if table[match] is not None:
-            out[table[match] + key[len(match):]] = value
-    return out
 
 
 def _feedforward_parts(layer: nn.Module, d_model: int, hidden: int, dropout: float) -> None:
