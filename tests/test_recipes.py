@@ -38,7 +38,7 @@ def test_authors_recipe_is_their_scripts_settings():
 def test_avel_recipe_is_trainconfig_defaults():
     assert recipe_config("avel", weak=False) == TrainConfig()
     assert recipe_config("avel", weak=True) == TrainConfig()
-    assert set(RECIPES) == {"avel", "authors"}
+    assert set(RECIPES) == {"avel", "authors", "cmran", "psp", "cmbs"}
     cfg = recipe_config("authors", weak=False, seed=3, epochs=20)  # explicit options win over the preset
     assert (cfg.seed, cfg.epochs, cfg.lr_step) == (3, 20, 15000)
     with pytest.raises(AvelError, match="unknown recipe 'paper'"):

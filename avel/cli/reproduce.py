@@ -44,8 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-standardize", dest="standardize", action="store_false",
                    help="train without per-channel input standardization (reproduces runs made before it existed)")
     p.add_argument("--recipes", default=None, metavar="NAMES",
-                   help="compare training recipes instead: train Table 1 (or --cells of it) under each of these "
-                        "(e.g. avel,authors; default 2 seeds) and report accuracy and wall time side by side")
+                   help="compare training recipes instead: train Table 1 (or --cells, which may also name CMRAN, "
+                        "PSP, CMBS and their W- variants) under each of these (avel, authors, cmran, psp, cmbs; e.g. "
+                        "avel,authors or avel,psp --cells PSP,W-PSP; default 2 seeds) and report accuracy and wall "
+                        "time side by side; a recipe whose loss a model refuses is skipped for it")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.set_defaults(func=_reproduce)
 

@@ -37,10 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="where A+V models fuse (default late)")
     p.add_argument("--no-bidirectional", action="store_true", help="one-directional LSTMs")
     p.add_argument("--recipe", default="avel", metavar="NAME",
-                   help="training preset (docs/models.md): avel (default: cross-entropy, shuffled batches, "
-                        "best-validation checkpoint, early stopping) or authors (the authors' released loop: "
-                        "300 epochs, StepLR, batches in split order, checkpoint kept on test accuracy); "
-                        "explicit options override its fields")
+                   help="training preset (docs/localization.md): avel (default: cross-entropy, shuffled batches, "
+                        "best-validation checkpoint, early stopping), authors (the 2018 authors' released loop: "
+                        "300 epochs, StepLR, batches in split order, checkpoint kept on test accuracy), or the "
+                        "later methods' own loops: cmran, psp, cmbs (their optimizer settings, schedule, "
+                        "clipping, epochs and test-split checkpoint); explicit options override its fields")
     p.add_argument("--fusion-blocks", type=positive_int, default=None, metavar="N",
                    help="DMRN/MRN fusion: stack N residual blocks (default 1, as the paper)")
     p.add_argument("--init-from", type=Path, default=None, metavar="RUN_DIR",

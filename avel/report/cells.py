@@ -24,6 +24,7 @@ FUSION_NAMES: dict[str, str] = {
 FUSION_BASE_MODEL = "A+V-att"  # the model Table 2's fusion methods are plugged into
 DEFAULT_FUSION = ("concat", "late")  # the fusion of Table 1's audio-visual models
 TABLE1_MODELS: tuple[str, ...] = ("A", "V", "V-att", "A+V", "A+V-att")
+LATER_MODELS: tuple[str, ...] = ("CMRAN", "PSP", "CMBS")  # the later methods (docs/models.md), named as Table 1's
 SUPP3_MODELS: tuple[str, ...] = ("A'", "A'-att", "V", "V-att", "A'+V", "A'+V-co-att")
 AUDIO_MAP_MODELS = frozenset({"A'", "A'-att", "A'+V", "A'+V-co-att"})  # need ds.audio_map
 

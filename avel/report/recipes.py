@@ -6,8 +6,15 @@ seeds) beside the wall time of its training loop (the trainer's `train_seconds`:
 validation, not the final evaluation), and the ratio of the mean times. Runs live in
 `OUT/runs/recipe-NAME/CELL/seedK` and are reused like the main reproduction's.
 
+The cells are Table 1's by default; `--cells` may also name the later methods (CMRAN, PSP, CMBS and
+their W- variants), e.g. `--recipes avel,psp --cells PSP,W-PSP`. A recipe whose loss a cell's model
+cannot use (the "authors" recipe sets MultiLabelSoftMarginLoss; CMRAN, PSP and CMBS train with their
+own `method_loss` and refuse it) is not trained for that cell: the report marks the pair "skipped"
+and says why, and the other pairs train as usual.
+
 Read the accuracies with each recipe's checkpoint selection in mind: the authors' supervised script
-keeps the checkpoint with the best *test* accuracy, which flatters it (docs/reproduce.md).
+keeps the checkpoint with the best *test* accuracy, as do the CMRAN, PSP and CMBS recipes (their
+scripts do), which flatters them (docs/reproduce.md).
 """
 
 from __future__ import annotations
@@ -39,6 +46,26 @@ def parse_recipes(text: str) -> tuple[str, ...]:
         raise AvelError(f"--recipes: unknown recipe(s) {', '.join(unknown) or '(none given)'}; "
                         f"valid: {', '.join(RECIPES)}")
     return names
+
+
+def comparison_cells() -> list[C.Cell]:
+    """The cells --cells may name: Table 1's, then the later methods' (supervised, then W-)."""
+    later = [C.table1_cell(m, weak) for weak in (False, True) for m in C.LATER_MODELS]
+    return C.section_cells("table1") + later
+
+
+def skip_reason(recipe: str, cell: C.Cell) -> str | None:
+    """Why `cell` cannot train under `recipe` (its model has its own loss and the recipe sets
+    another, which the trainer refuses), or None when it can."""
+    from avel.models.registry import ModelConfig, create_model
+    from avel.train.config import TrainConfig
+    from avel.train.losses import has_method_loss
+    from avel.train.recipes import recipe_fields
+
+    loss = recipe_fields(recipe, cell.weak).get("loss", TrainConfig().loss)
+    if loss == TrainConfig().loss or not has_method_loss(create_model(ModelConfig(**cell.model_kwargs()))):
+        return None
+    return f"{cell.model} trains with its own loss; the {recipe} recipe's loss '{loss}' does not apply to it"
 
 
 def recipe_job(recipe: str, cell: C.Cell, seed: int, ds: Any, data_fp: str, opts: Options,
@@ -73,9 +100,11 @@ def _stats(values: list[float]) -> dict[str, Any]:
 
 
 def compare(records: dict[str, list[dict[str, Any]]], recipes: tuple[str, ...],
-            cells: list[C.Cell]) -> list[dict[str, Any]]:
-    """One row per cell: per recipe the test accuracy and training wall time over seeds, and each
-    recipe's mean time divided by the first recipe's."""
+            cells: list[C.Cell], skipped: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One row per cell: per recipe the test accuracy and training wall time over seeds (or, for a
+    pair in `skipped` ("recipe|cell" -> reason), why it was not trained), and each recipe's mean time
+    divided by the first recipe's."""
+    skipped = skipped or {}
     rows = []
     for cell in cells:
         row: dict[str, Any] = {"cell": cell.key, "recipes": {}}
@@ -87,6 +116,7 @@ def compare(records: dict[str, list[dict[str, Any]]], recipes: tuple[str, ...],
                 "epochs": [x.get("epochs") for x in recs], "best_epoch": [x.get("best_epoch") for x in recs],
                 "test_selection": test_selection_summary(recs),
                 "degenerate": sum(bool(x.get("degenerate")) for x in recs),
+                "skipped": skipped.get(f"{r}|{cell.key}"),
             }
         base = row["recipes"][recipes[0]]["train_seconds"]["mean"]
         row["time_ratio"] = {r: (row["recipes"][r]["train_seconds"]["mean"] / base
@@ -126,11 +156,18 @@ def render(results: dict[str, Any]) -> str:
         cells = []
         for r in recipes:
             x = row["recipes"][r]
+            if x.get("skipped"):
+                cells += ["skipped", "-", "-"]
+                continue
             ep = ",".join(str(e) for e in x["epochs"] if e is not None) or "-"
             mark = degenerate_mark(x.get("degenerate", 0), x["accuracy"].get("n", 1))
             cells += [_pm(x["accuracy"]) + mark, _pm(x["train_seconds"], 0), ep]
         ratios = [f"{row['time_ratio'][r]:.2f}" if row["time_ratio"][r] is not None else "n/a" for r in recipes[1:]]
         lines.append(f"| {row['cell']} | " + " | ".join(cells + ratios) + " |")
+    skips = [(row["cell"], r, row["recipes"][r]["skipped"]) for row in results["rows"] for r in recipes
+             if row["recipes"][r].get("skipped")]
+    if skips:
+        lines += ["", "Skipped (not trained): " + "; ".join(f"{c} under {r}: {why}" for c, r, why in skips) + "."]
     lines += _selection_table(results)
     lines += ["", "What each recipe selects on:", ""]
     lines += [f"- **{r}**: {RECIPES[r].description}" for r in recipes]
@@ -153,15 +190,16 @@ def _selection_table(results: dict[str, Any]) -> list[str]:
     """Per cell and recipe: the test accuracy of the checkpoint the recipe selected, the best test accuracy
     over its validation points (what selecting on the test split would report), and their gap."""
     rows = [(row["cell"], r, row["recipes"][r]["test_selection"]) for row in results["rows"]
-            for r in results["recipes"] if row["recipes"][r].get("test_selection")]
+            for r in results["recipes"] if row["recipes"][r].get("test_selection")
+            and not row["recipes"][r].get("skipped")]
     if not rows:
         return []
     out = ["", "## The price of selecting on the test split", "",
            "Every run also recorded its test accuracy at each validation point (never used for any decision). "
            "*selected*: the test accuracy of the checkpoint the recipe keeps; *best on test*: the highest test "
            "accuracy over the validation points, what keeping the checkpoint by test accuracy reports; "
-           "*difference*: best minus selected (mean ± std over seeds). The authors' supervised recipe selects "
-           "on the test split, so its difference is 0 by construction.", "",
+           "*difference*: best minus selected (mean ± std over seeds). The authors' supervised recipe and the "
+           "cmran, psp and cmbs recipes select on the test split, so their difference is 0 by construction.", "",
            "| model | recipe | selected | best on test | difference |", "|---|---|---:|---:|---:|"]
     for cell, r, t in rows:
         out.append(f"| {cell} | {r} | {_pm(t['selected'])} | {_pm(t['best'])} | {_pm(t['difference'], 2)} |")
@@ -183,19 +221,24 @@ def reproduce_recipes(opts: Options, recipes: tuple[str, ...], backend: Backend 
     if n_seeds < 1:
         raise AvelError(f"--seeds must be at least 1, got {n_seeds}")
     seeds = list(range(n_seeds))
-    cells = select_cells(C.section_cells("table1"), opts.cells)
+    cells = C.section_cells("table1") if opts.cells is None else select_cells(comparison_cells(), opts.cells)
+    skipped = {f"{r}|{c.key}": why for c in cells for r in recipes if (why := skip_reason(r, c)) is not None}
+    if len(skipped) == len(cells) * len(recipes):
+        raise AvelError("--recipes: no recipe applies to the chosen cells (" + "; ".join(skipped.values()) + ")")
     opts.out.mkdir(parents=True, exist_ok=True)
     ds, root = prepare_data(opts, backend)
     info = dataset_info(ds, root)
     fp = data_fingerprint(ds)
     # cell by cell, so that an interrupted comparison has whole rows
-    jobs = [recipe_job(r, c, s, ds, fp, opts, backend) for c in cells for r in recipes for s in seeds]
+    jobs = [recipe_job(r, c, s, ds, fp, opts, backend) for c in cells for r in recipes for s in seeds
+            if f"{r}|{c.key}" not in skipped]
     stats = run_jobs(jobs, progress=opts.progress, workers=n_workers(opts))
     results = {
         "kind": "recipe comparison", "dataset": info, "recipes": list(recipes),
         "settings": {"seeds": seeds, "device": opts.device, "machine": machine(opts.device), "epochs_cap": opts.epochs,
                      "workers": n_workers(opts), "synthetic": info["synthetic"]},
-        "rows": compare(stats.records, recipes, cells),
+        "rows": compare(stats.records, recipes, cells, skipped),
+        "skipped": [{"recipe": k.split("|", 1)[0], "cell": k.split("|", 1)[1], "reason": v} for k, v in skipped.items()],
         "timing": {"wall_seconds": time.perf_counter() - t0, "runs_trained": stats.trained,
                    "runs_reused": stats.reused, "train_seconds": stats.seconds},
     }

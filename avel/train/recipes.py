@@ -30,6 +30,47 @@ from (config.json keeps every field, so a run shows exactly what it trained with
       - features fed unscaled (no standardization).
     Not reproduced: their weight initialisation (xavier_uniform on some layers) and CUDA; avel's
     networks keep their own initialisation.
+
+"cmran", "psp", "cmbs": the training loop of each later method's public repository, read from its
+    scripts. The loss is not a recipe field: CMRAN, PSP and CMBS train with their own objective
+    (`method_loss`, avel.train.losses), whose weights are model options set to the scripts' values
+    (PSP's LAMBDA = 100 is ModelConfig.extra["avps_weight"]; CMBS's alpha/beta/gamma from
+    configs/main.json and weak.json); the recipes leave `loss` at "ce". All three shuffle the
+    training videos every epoch, feed the features unscaled, never stop early, and keep their
+    checkpoint by per-second accuracy on the *test* split (`val_split` = test), as their scripts do.
+      cmran (FloretCat/CMRAN): supv_main.py with supv_train.sh over configs/default_config.yaml
+        (configs/opts.py options override the yaml): Adam lr 5e-4 (their weight_decay 5e-4 never
+        reaches the optimizer: Adam(params, lr)), batch 32, last short batch kept, 200 epochs,
+        MultiStepLR(milestones [10, 20, 30], gamma 0.5) stepped after every epoch, clip_grad_norm_
+        0.1, test evaluated after every epoch (eval_freq 1) and saved when strictly better than the
+        best so far (selection "first-best"). weakly_main.py with weakly_train.sh: the same, but
+        MultiStepLR [5, 20, 40] and clipping 0.5 (the yaml's: the weak script passes none); training
+        on the training videos followed by the background-only ones; the test accuracy it saves on is
+        per second, against the segment labels.
+      psp (jasongief/PSP_CVPR_2021): fully_supervised_main.py with Optim.py's ScheduledOptim: Adam lr
+        1e-3, batch 128, `nb_batch = len // batch_size` (last short batch skipped), 300 epochs, lr x0.8
+        by update_lr() after 0-based epochs e with (e + 1) % 60 == 0 and e < 170 (after 59 and 119:
+        lr_milestones [60, 120], gamma 0.8), no clipping, test evaluated when `epoch % 5 == 0 and
+        epoch != 0` (val_every 5, val_start 1: 0-based 5, 10, ..., 295, 1-based 6, ..., 296) and saved
+        when `test_acc >= best_test_acc` (selection "last-best": the last epoch reaching the best).
+        weakly_supervised_main.py: the same with update_lr() when (e + 1) % 80 == 0 and e < 200
+        (milestones [80, 160]), training videos plus background-only videos. Their val() on the
+        validation split only prints.
+      cmbs (marmot-xy/CMBS): supv_main.py with supv_train.sh over configs/default_config.yaml: Adam lr
+        7e-4, batch 64, 200 epochs, MultiStepLR [10, 20, 30] x0.5 per epoch, clipping 0.5, test after
+        every epoch, saved when strictly better ("first-best"). weakly_main.py with weakly_train.sh:
+        lr 6e-4, batch 64, MultiStepLR [10, 20, 40] x0.5, clipping 0.5, 200 epochs, training plus
+        background-only videos, saved on strictly better per-second test accuracy.
+    Not reproduced: float64 training (CMRAN's and CMBS's `model.double()`: avel trains in fp32, or
+    bf16 where --precision says so), nn.DataParallel / CUDA, their fixed seeds (CMRAN 456 / 666, PSP
+    123, CMBS 43) and their loaders' shuffling order, the weight initialisation of their code
+    (avel's networks keep their own), and their skipping of a first validation at accuracy 0 (avel
+    keeps the first validated epoch whatever its accuracy, so that a checkpoint exists).
+
+A recipe is a preset, not a model: any recipe may train any model (`--recipe psp --model A+V-att`
+trains A+V-att with PSP's schedule and selection, and its own cross-entropy loss). The one refusal is
+the trainer's: a model with its own `method_loss` refuses a recipe that sets another loss (the
+"authors" recipe's MultiLabelSoftMarginLoss), with a one-line error before anything is written.
 """
 
 from __future__ import annotations
@@ -61,6 +102,18 @@ _AUTHORS_COMMON: dict[str, Any] = {
     "lr_step": 15000, "lr_gamma": 0.1, "patience": NEVER, "standardize": False,
 }
 
+# The later methods' loops (see the module docstring for the file each value comes from)
+_METHOD_COMMON: dict[str, Any] = {
+    "weight_decay": 0.0, "shuffle": True, "patience": NEVER, "standardize": False, "val_split": "test",
+}
+_CMRAN: dict[str, Any] = {**_METHOD_COMMON, "lr": 5e-4, "batch_size": 32, "drop_last": False, "epochs": 200,
+                          "lr_gamma": 0.5, "val_every": 1, "val_start": 0, "selection": "first-best"}
+_PSP: dict[str, Any] = {**_METHOD_COMMON, "lr": 1e-3, "batch_size": 128, "drop_last": True, "epochs": 300,
+                        "lr_gamma": 0.8, "clip_grad_norm": None, "val_every": 5, "val_start": 1,
+                        "selection": "last-best"}
+_CMBS: dict[str, Any] = {**_METHOD_COMMON, "batch_size": 64, "drop_last": False, "epochs": 200, "lr_gamma": 0.5,
+                         "clip_grad_norm": 0.5, "val_every": 1, "val_start": 0, "selection": "first-best"}
+
 RECIPES: dict[str, Recipe] = {
     "avel": Recipe("cross-entropy, shuffled batches, validation every epoch on the validation split, best-validation "
                    "checkpoint, early stopping, standardized inputs (TrainConfig's defaults)"),
@@ -71,6 +124,27 @@ RECIPES: dict[str, Recipe] = {
         supervised={**_AUTHORS_COMMON, "loss": "authors", "epochs": 300, "val_split": "test",
                     "selection": "first-best"},
         weak={**_AUTHORS_COMMON, "loss": "authors-max", "epochs": 250, "val_split": "val", "selection": "last"},
+    ),
+    "cmran": Recipe(
+        "CMRAN's supv_main.py / weakly_main.py: Adam 5e-4, batch 32, MultiStepLR per epoch (10, 20, 30; weak 5, 20, "
+        "40; x0.5), gradient norm clipped to 0.1 (weak 0.5), 200 epochs, test evaluated every epoch; keeps the first "
+        "best per-second test accuracy",
+        supervised={**_CMRAN, "lr_milestones": (10, 20, 30), "clip_grad_norm": 0.1},
+        weak={**_CMRAN, "lr_milestones": (5, 20, 40), "clip_grad_norm": 0.5},
+    ),
+    "psp": Recipe(
+        "PSP's fully_supervised_main.py / weakly_supervised_main.py: Adam 1e-3, batch 128 (last short batch skipped), "
+        "lr x0.8 after epochs 60 and 120 (weak 80, 160), 300 epochs, test evaluated every 5 epochs from epoch 6; "
+        "keeps the last epoch reaching the best per-second test accuracy (>=)",
+        supervised={**_PSP, "lr_milestones": (60, 120)},
+        weak={**_PSP, "lr_milestones": (80, 160)},
+    ),
+    "cmbs": Recipe(
+        "CMBS's supv_main.py / weakly_main.py: Adam 7e-4 (weak 6e-4), batch 64, MultiStepLR per epoch (10, 20, 30; "
+        "weak 10, 20, 40; x0.5), gradient norm clipped to 0.5, 200 epochs, test evaluated every epoch; keeps the "
+        "first best per-second test accuracy",
+        supervised={**_CMBS, "lr": 7e-4, "lr_milestones": (10, 20, 30)},
+        weak={**_CMBS, "lr": 6e-4, "lr_milestones": (10, 20, 40)},
     ),
 }
 
@@ -112,24 +186,52 @@ def step_lr(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * cfg.lr_gamma ** (step // cfg.lr_step) if cfg.lr_step > 0 else cfg.lr
 
 
-def set_step_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
-    """Put step_lr(cfg, step) into every parameter group (a no-op for a constant rate)."""
-    if cfg.lr_step > 0:
-        lr = step_lr(cfg, step)
+def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate of 0-based `epoch` under `lr_milestones`: MultiStepLR(milestones, gamma) stepped
+    once after every epoch, i.e. lr * gamma ** (number of milestones <= epoch), so epoch m is the first
+    at the rate decayed by milestone m. No milestones: lr."""
+    return cfg.lr * cfg.lr_gamma ** sum(1 for m in cfg.lr_milestones if m <= epoch)
+
+
+def scheduled_lr(cfg: TrainConfig, epoch: int, step: int) -> float:
+    """The rate of optimizer step `step` (1-based over the run) in 0-based `epoch`: the per-step
+    StepLR (`lr_step`), the per-epoch multi-step schedule (`lr_milestones`) or the constant lr."""
+    return step_lr(cfg, step) if cfg.lr_step > 0 else epoch_lr(cfg, epoch)
+
+
+def set_step_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int, epoch: int = 0) -> None:
+    """Put scheduled_lr(cfg, epoch, step) into every parameter group (a no-op for a constant rate)."""
+    if cfg.lr_step > 0 or cfg.lr_milestones:
+        lr = scheduled_lr(cfg, epoch, step)
         for group in opt.param_groups:
             group["lr"] = lr
 
 
-def validates(cfg: TrainConfig, epoch: int) -> bool:
-    """Whether 0-based `epoch` ends with a validation: epochs 0, k, 2k, ... for val_every = k."""
-    return epoch % cfg.val_every == 0
+def clip_gradients(model: torch.nn.Module, cfg: TrainConfig) -> float | None:
+    """Clip the L2 norm of all of `model`'s gradients together to `clip_grad_norm`
+    (torch.nn.utils.clip_grad_norm_); the norm before clipping, or None when clipping is off."""
+    if cfg.clip_grad_norm is None:
+        return None
+    return float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm))
+
+
+def validates(cfg: TrainConfig, epoch: int, has_checkpoint: bool = True) -> bool:
+    """Whether 0-based `epoch` ends with a validation: epochs e >= val_start with e % val_every == 0
+    (0, k, 2k, ... for val_every = k; PSP: 5, 10, ... with val_start 1). A run's last epoch is also
+    validated when no earlier one was (`has_checkpoint` False), so that every run has a checkpoint."""
+    if epoch >= cfg.val_start and epoch % cfg.val_every == 0:
+        return True
+    return not has_checkpoint and epoch == cfg.epochs - 1
 
 
 def selection_key(cfg: TrainConfig, weak: bool, val: dict[str, float], epoch: int) -> tuple[float, ...]:
     """The key checkpoint selection maximises (a new checkpoint when strictly greater than the kept one).
 
     best        avel: (score, -val loss), score = per-second accuracy (weak: video-level accuracy)
-    first-best  authors' supervised script: per-second accuracy only, the first epoch reaching the best
+    first-best  authors' supervised script, CMRAN, CMBS: per-second accuracy only, the first epoch
+                reaching the best (their `if acc > best`)
+    last-best   PSP: (per-second accuracy, epoch): a later epoch as accurate as the kept one replaces
+                it (their `if test_acc >= best_test_acc`), so the last epoch reaching the best is kept
     last        authors' weak script: every validation with accuracy > 0 replaces the checkpoint (their
                 `if val_acc > best_val_acc` with best_val_acc never updated from 0); the first validation
                 is kept whatever its accuracy, so that a checkpoint exists
@@ -138,6 +240,7 @@ def selection_key(cfg: TrainConfig, weak: bool, val: dict[str, float], epoch: in
         return (float(epoch),) if val["val_accuracy"] > 0 else (-1.0,)
     if cfg.selection == "first-best":
         return (round(val["val_accuracy"], 6),)
+    if cfg.selection == "last-best":
+        return (round(val["val_accuracy"], 6), float(epoch))
     score = val["val_video_accuracy"] if weak else val["val_accuracy"]
     return (round(score, 6), -round(val["val_loss"], 9))
-

@@ -16,7 +16,9 @@ validation split: per-second accuracy for supervised models, video-level accurac
 when for `patience` epochs neither that score nor the validation loss has improved (accuracy alone
 plateaus in the first epochs while the loss still falls), but never before `min_steps` optimizer
 steps (a small dataset's first epochs are a few steps on the majority-class plateau). The test split
-is evaluated once. With `standardize` (the default) the inputs are standardized per channel with
+is evaluated once. A recipe (avel.train.recipes) may change the loop: a per-step or per-epoch learning-rate
+schedule, gradient-norm clipping, validation every k epochs from a start epoch, another selection rule
+or split. With `standardize` (the default) the inputs are standardized per channel with
 statistics of the training split that are saved in the checkpoint (avel.train.standardize).
 """
 
@@ -221,6 +223,10 @@ class _Trainer:
         noisy = _noisy_source(ds, self.inputs, cache) if (self.weak and cfg.use_noisy) else None
         self.noisy_videos = len(noisy) if noisy is not None else 0
         self.train_src = ConcatSource(sources + ([noisy] if noisy is not None else []))
+        if cfg.drop_last and len(self.train_src) < cfg.batch_size:  # every epoch would take no step
+            raise AvelError(f"training has {len(self.train_src)} videos, fewer than one batch of {cfg.batch_size}, "
+                            f"and drop_last (the recipe's) skips the incomplete batch: lower --batch-size",
+                            getattr(ds, "root", None))
         val_arrays = {k: getattr(ds, k) for k in (*self.inputs, "labels", "mil_labels")}
         self.val_src = Source(val_arrays, val_rows[info.rank::info.world], cache)
         # The test split, scored at each validation point for reporting only (see _test_point).
@@ -247,7 +253,8 @@ class _Trainer:
         total, n = 0.0, 0
         batches = self._batches(epoch)
         for step, positions in enumerate(batches):
-            recipes.set_step_lr(opt, self.cfg, epoch * len(batches) + step + 1)  # StepLR per batch (lr_step > 0)
+            # StepLR per batch (lr_step > 0) or the per-epoch multi-step schedule (lr_milestones)
+            recipes.set_step_lr(opt, self.cfg, epoch * len(batches) + step + 1, epoch)
             batch = _to(self.train_src.take(positions), self.device)
             target = batch.pop(self.target_key)
             with autocast(self.precision):  # products in bf16/fp16; weights and optimizer state stay fp32
@@ -257,6 +264,9 @@ class _Trainer:
                 self._nan_stop(epoch, step, loss.item())
             opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            if self.cfg.clip_grad_norm is not None:
+                self.scaler.unscale_(opt)  # clip the true gradients (a no-op without fp16 loss scaling)
+                recipes.clip_gradients(model, self.cfg)
             self.scaler.step(opt)
             self.scaler.update()
             total += loss.item()
@@ -354,7 +364,8 @@ class _Trainer:
                 t0 = time.perf_counter()
                 train_loss = self._train_epoch(model, opt, epoch, bar)
                 self.state.steps += len(self._batches(epoch))
-                if not recipes.validates(cfg, epoch):  # val_every > 1 (the authors' recipe: every 5th epoch)
+                # val_every > 1 (the authors' recipe: every 5th epoch), val_start > 0 (PSP: not epoch 0)
+                if not recipes.validates(cfg, epoch, has_checkpoint=self.state.best_epoch is not None):
                     self._skip_validation(model, opt, epoch, time.perf_counter() - t0)
                     bar.end_epoch(self.state)
                     continue
@@ -503,9 +514,10 @@ class _Bar:
     def end_epoch(self, st: _State) -> None:
         if self.progress is None:
             return
-        h = st.history[-1]
-        self.val = f" | val {h['val_accuracy']:.1f}% (best epoch {st.best_epoch})"
-        self.progress.update(self.task, info=f"loss {h['train_loss']:.4f}{self.val}")
+        if st.history:  # none yet when the first epochs are not validated (val_start > 0)
+            h = st.history[-1]
+            self.val = f" | val {h['val_accuracy']:.1f}% (best epoch {st.best_epoch})"
+            self.progress.update(self.task, info=f"loss {h['train_loss']:.4f}{self.val}")
         if st.stopped:
             self.progress.console.print(f"{self.title}: {st.stopped} after epoch {st.epoch}; "
                                         f"selected epoch {st.best_epoch}")
