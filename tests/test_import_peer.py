@@ -98,8 +98,10 @@ def test_import_peer_reproduces_the_network(tmp_path: Path, kind: str, capsys) -
         want, got = model(audio, visual), imported.eval()(audio, visual)
     np.testing.assert_allclose(got.logits.numpy(), want.logits.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got.attention.numpy(), want.attention.numpy(), rtol=1e-5, atol=1e-6)
-    record = json.loads((tmp_path / "run" / "config.json").read_text())["imported"]
-    assert record["kind"] == kind and record["origin"] == families()[kind].origin
+    doc = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert doc["imported"]["kind"] == kind and doc["imported"]["origin"] == families()[kind].origin
+    assert doc["train"]["recipe"] == families()[kind].model.lower()  # the settings of the script that trained it
+    assert doc["train"]["val_split"] == "test"  # which selected its checkpoint on the test split
 
 
 def test_an_imported_peer_is_evaluated_and_loaded(tmp_path: Path, tiny_synth: Path, capsys) -> None:

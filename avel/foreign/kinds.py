@@ -159,11 +159,10 @@ AUTHORS = tuple(f.name for f in (
 # ---------------------------------------------------------------- the later methods
 
 def _peer_training(recipe: str, weak: bool):
-    """The TrainConfig recorded for an imported peer: its repository's recipe where avel.train.recipes
-    has one, else avel's defaults."""
-    from avel.train.recipes import RECIPES, recipe_config
+    """The TrainConfig recorded for an imported peer: its repository's recipe (avel.train.recipes)."""
+    from avel.train.recipes import recipe_config
 
-    return recipe_config(recipe if recipe in RECIPES else "avel", weak)
+    return recipe_config(recipe, weak)
 
 
 def _peer(name: str, model: str, origin: str, key_map: Mapping[str, str | None], weak: bool,
