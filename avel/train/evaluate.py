@@ -170,6 +170,9 @@ def evaluate_model(model: nn.Module, model_cfg: ModelConfig, ds: Any, split: str
     decision = precision if isinstance(precision, Decision) else decide(precision, device)
     if len(rows) == 0:
         raise AvelError(f"split '{split}' is empty", getattr(ds, "root", None))
+    names = list(classes) if classes is not None else category_names(ds, model_cfg.num_classes)
+    where = getattr(ds.catalog, "path", None)
+    to_model = class_map(ds.catalog.categories, names, model=model_label, path=where)  # refused before any work
     inputs = model_spec(model_cfg.name).inputs
     source = Source({k: getattr(ds, k) for k in inputs}, rows)
     probs, attn = [], []
@@ -180,11 +183,8 @@ def evaluate_model(model: nn.Module, model_cfg: ModelConfig, ds: Any, split: str
         if a is not None:
             attn.append(a)
     probs_all = np.concatenate(probs)  # (N, T, C)
-    names = list(classes) if classes is not None else category_names(ds, probs_all.shape[-1])
     if len(names) != probs_all.shape[-1]:
         raise ValueError(f"{len(names)} class names for {probs_all.shape[-1]} model outputs")
-    where = getattr(ds.catalog, "path", None)
-    to_model = class_map(ds.catalog.categories, names, model=model_label, path=where)
     labels = to_model_classes(read_rows(ds.labels, rows).argmax(-1), to_model, where)  # (N, T) model classes
     video_class = to_model_classes(read_rows(ds.mil_labels, rows).argmax(-1), to_model, where)  # (N,)
     result = {"split": split, "model": paper_name(model_cfg),
