@@ -202,3 +202,22 @@ def test_sharding_torchrun_matches_single_process(tmp_path, clips, weights, caps
     assert np.array_equal(read_all(tmp_path / "ddp")["audio_feature"], ddp["audio_feature"])
     assert main([*base, "--out", str(tmp_path / "x"), "--shard", "2/2"]) == 2
     assert "--shard 2/2: need 0 <= RANK < N" in capsys.readouterr().err
+
+
+def test_videos_may_be_a_single_video_file(tmp_path, clips, weights, capsys):
+    out = tmp_path / "ds"
+    assert main(["extract", "--videos", str(clips["vidB"]), "--out", str(out), *weight_args(weights), *SHORT]) == 0
+    assert (out / "videos.txt").read_text().splitlines() == ["vidB"]
+    with h5py.File(out / "audio_feature.h5") as fa:
+        assert fa["avadataset"].shape == (1, 4, 128)
+    assert f"wrote 1 rows (1 videos) to {out}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", [b"\xff\xd8\xff\xe0 not text \x89", b"clip.mp4\x00\x00\x00"], ids=["binary", "nul"])
+def test_a_video_list_that_is_not_text_is_one_line(tmp_path, content, capsys):
+    listing = tmp_path / "videos.dat"
+    listing.write_bytes(content)
+    code = main(["extract", "--videos", str(listing), "--out", str(tmp_path / "ds"), *SHORT])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith(f"avel: error: {listing}: neither a video file") and "UTF-8 text list" in err[0]

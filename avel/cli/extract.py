@@ -51,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract", help="extract VGG-19 / VGGish features from videos (released AVE layout)",
                        description="Extract per-second VGG-19 pool5 and VGGish features from raw videos. "
                                    "Resumable; shard with torchrun --nproc-per-node N -m avel extract ...")
-    p.add_argument("--videos", type=Path, required=True, metavar="DIR_OR_LIST",
-                   help="folder of videos (file name = video ID) or a text file with one path per line")
+    p.add_argument("--videos", type=Path, required=True, metavar="DIR|VIDEO|LIST",
+                   help="folder of videos (file name = video ID), one video file, or a text file with one path per line")
     p.add_argument("--annotations", type=Path, default=None,
                    help="Annotations.txt: rows in its order (a video used by several rows is decoded once)")
     p.add_argument("--out", type=out_dir, required=True, metavar="DATASET_DIR", help="output folder")

@@ -21,6 +21,7 @@ import numpy as np
 from avel.data.catalog import BACKGROUND, NUM_CLASSES, NUM_SEGMENTS, Catalog, read_annotations
 from avel.data.dataset import (ANNOTATIONS, AUDIO_FILE, AUDIO_ROW, NOISY_FILES, VISUAL_FILE, VISUAL_ROW,
                                VISUAL_VEC_FILE, VISUAL_VEC_ROW)
+from avel.data.classes import align_label_columns
 from avel.data.labels import LABEL_FILES, event_mask, segment_labels, video_labels
 from avel.data.splits import MATCH_FILES, ORDER_FILES, SPLITS, read_order
 from avel.data.store import FLOAT16_MAX, SourceInfo, first_nonfinite_row, inspect_h5
@@ -149,6 +150,12 @@ def _check_labels(root: Path, catalog: Catalog, notes: list[str]) -> None:
         bad = first_nonfinite_row(arr)
         if bad is not None:
             raise AvelError(f"row {bad}: NaN or infinite values", path)
+        if key != "labels_closs":  # class columns in the catalog's order, as AVEDataset serves them
+            aligned = align_label_columns(arr, catalog, path)
+            if aligned is not arr:
+                notes.append(f"{name} orders its class columns otherwise than Annotations.txt's first appearance: "
+                             "served matched by category")
+            arr = aligned
         diff = (arr != derived[key]).reshape(len(arr), -1).any(axis=1)
         if diff.any():
             r = int(np.flatnonzero(diff)[0])

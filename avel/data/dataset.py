@@ -6,6 +6,7 @@ Layout (every array under the key `avadataset`, orders under `order`):
     audio_feature.h5    (N,10,128)       float64 VGGish features
     visual_feature.h5   (N,10,7,7,512)   float64 VGG-19 pool5 maps
     labels.h5 (N,10,29), mil_labels.h5 (N,29), labels_closs.h5 (N,10)   float32; derived when missing
+                                         (class columns served in the catalog's category order)
     {train,val,test}_order.h5, {train,val,test}_order_match.h5          row indices
     optional: visual_feature_vec.h5 (N,10,512; derived when missing), audio_feature_noisy.h5,
     visual_feature_noisy.h5, labels_noisy.h5 (background-only videos), and for AVE-Synth
@@ -17,12 +18,14 @@ Features are converted once into memory-mapped caches (avel.data.store) and serv
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from avel.data.classes import align_label_columns
 from avel.data.catalog import NUM_CLASSES, NUM_SEGMENTS, Catalog, read_annotations
 from avel.data.labels import LABEL_FILES, event_mask, segment_labels, video_labels
 from avel.data.splits import MATCH_FILES, ORDER_FILES, SPLITS, read_order
@@ -128,26 +131,29 @@ class AVEDataset:
             raise AvelError(f"unknown split '{name}' (choose from {', '.join(SPLIT_NAMES)})")
         return read_order(self.root / files[name], len(self.catalog))
 
-    def _labels_file(self, key: str, derived: np.ndarray) -> np.ndarray:
+    def _labels_file(self, key: str, derived: Callable[[Catalog], np.ndarray], align: bool = True) -> np.ndarray:
+        """A label file's array, its class columns in the catalog's order (`align`), else derived."""
         path = self.root / LABEL_FILES[key]
         if not path.is_file():
-            return derived
-        return read_h5(path).astype(np.float32)
+            return derived(self.catalog)
+        arr = read_h5(path).astype(np.float32)
+        return align_label_columns(arr, self.catalog, path) if align else arr
 
     @cached_property
     def labels(self) -> np.ndarray:
-        """(N, 10, 29) float32 per-second one-hot (labels.h5, or derived from Annotations.txt)."""
-        return self._labels_file("labels", segment_labels(self.catalog))
+        """(N, 10, 29) float32 per-second one-hot (labels.h5, or derived from Annotations.txt); column c
+        is `catalog.categories[c]` whatever column order the file uses."""
+        return self._labels_file("labels", segment_labels)
 
     @cached_property
     def mil_labels(self) -> np.ndarray:
-        """(N, 29) float32 video-level one-hot (mil_labels.h5, or derived)."""
-        return self._labels_file("mil_labels", video_labels(self.catalog))
+        """(N, 29) float32 video-level one-hot (mil_labels.h5, or derived), columns as `labels`."""
+        return self._labels_file("mil_labels", video_labels)
 
     @cached_property
     def event_mask(self) -> np.ndarray:
         """(N, 10) float32, 1 in event seconds (labels_closs.h5, or derived)."""
-        return self._labels_file("labels_closs", event_mask(self.catalog))
+        return self._labels_file("labels_closs", event_mask, align=False)
 
     # ----------------------------------------------------------------- features (memory-mapped)
 

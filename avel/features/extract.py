@@ -1,4 +1,4 @@
-"""`avel extract`: a folder (or list) of videos -> features in the released AVE layout.
+"""`avel extract`: a folder, list or single file of videos -> features in the released AVE layout.
 
 Output folder:
   audio_feature.h5   avadataset (N, T, 128) float64   VGGish embeddings
@@ -60,17 +60,32 @@ class Plan:
     missing: dict[str, str] = field(default_factory=dict)  # annotated video key -> reason (no file)
 
 
+def read_video_list(path: Path) -> list[Path]:
+    """The paths of a text list (one a line, relative to the list; blank and '#' lines skipped).
+    A file that is not UTF-8 text is one AvelError naming it."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:
+        raise AvelError("neither a video file (suffixes: " + ", ".join(sorted(VIDEO_SUFFIXES)) + ") nor a UTF-8 "
+                        "text list of video paths", path)
+    lines = [ln.strip() for ln in text.splitlines()]
+    return [(path.parent / ln) if not Path(ln).is_absolute() else Path(ln) for ln in lines if ln and not ln.startswith("#")]
+
+
 def find_videos(spec: str | Path) -> dict[str, Path]:
-    """Video files from a folder (by suffix, sorted) or a text list (one path a line, relative to the list)."""
+    """Video files from a folder (by suffix, sorted), a single video file (by suffix) or a text list
+    (one path a line, relative to the list)."""
     spec = Path(spec)
     if spec.is_dir():
         paths = sorted(p for p in spec.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    elif spec.is_file() and spec.suffix.lower() in VIDEO_SUFFIXES:
+        paths = [spec]
     elif spec.is_file():
-        lines = [ln.strip() for ln in spec.read_text(encoding="utf-8-sig").splitlines()]
-        paths = [(spec.parent / ln) if not Path(ln).is_absolute() else Path(ln)
-                 for ln in lines if ln and not ln.startswith("#")]
+        paths = read_video_list(spec)
     else:
-        raise AvelError("not a folder of videos or a list file", spec)
+        raise AvelError("not a folder of videos, a video file or a list file", spec)
     videos: dict[str, Path] = {}
     for p in paths:
         if p.stem in videos:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from avel.data.catalog import BACKGROUND, read_annotations
+from avel.data.catalog import read_annotations
+from avel.data.classes import align_label_columns
 from avel.data.splits import MATCH_FILES, ORDER_FILES, read_order
 from avel.errors import AvelError
 from avel.features.extract import FILES
@@ -28,14 +29,14 @@ class ExtractedSet:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        found = read_annotations(self.root / FILES["annotations"]).categories
-        # class index = position in the category list; pad to 28 so names line up with the 29 outputs
-        self.catalog = read_annotations(self.root / FILES["annotations"], categories=found + tuple(
-            f"unused {i}" for i in range(len(found), BACKGROUND)))
+        self.catalog = read_annotations(self.root / FILES["annotations"])  # class index = first appearance
         self.audio = read_h5(self.root / FILES["audio"]).astype(np.float32)
         self.visual = read_h5(self.root / FILES["visual"]).astype(np.float32)
-        self.labels = read_h5(self.root / "labels.h5")
-        self.mil_labels = read_h5(self.root / "mil_labels.h5")
+        # the label files index the categories of the full annotations the rows came from: served in this
+        # catalog's order (avel.data.classes), as AVEDataset does
+        self.labels = align_label_columns(read_h5(self.root / "labels.h5"), self.catalog, self.root / "labels.h5")
+        self.mil_labels = align_label_columns(read_h5(self.root / "mil_labels.h5"), self.catalog,
+                                              self.root / "mil_labels.h5")
         self.event_mask = read_h5(self.root / "labels_closs.h5")
 
     def __len__(self) -> int:

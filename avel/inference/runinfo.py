@@ -11,11 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from avel.data.catalog import AVE_CATEGORIES, NUM_CLASSES, NUM_SEGMENTS, read_annotations
+from avel.data.classes import output_names
 from avel.errors import AvelError
 from avel.features.extract import FILES, read_extractor_info
 from avel.features.weights import WEIGHT_SOURCES
-
-BACKGROUND_NAME = "background"
 
 
 def run_document(run_dir: Path) -> dict:
@@ -56,7 +55,9 @@ def extractor_defaults(info: dict | None) -> dict:
 
 
 def class_names(doc: dict, num_classes: int) -> tuple[list[str], int]:
-    """(name of every class index, background index): categories from the run's record or its dataset."""
+    """(name of every output index, background index): the run's class list. The categories the run
+    records (`data.categories`: `avel train` records its dataset's, an imported authors' network AVE's),
+    else, for a run written before avel recorded them, those of the dataset it was trained on, else AVE's."""
     data = doc.get("data") or {}
     categories = data.get("categories")
     root = dataset_root(doc)
@@ -67,10 +68,7 @@ def class_names(doc: dict, num_classes: int) -> tuple[list[str], int]:
             categories = None
     if categories is None and num_classes == NUM_CLASSES:
         categories = list(AVE_CATEGORIES)
-    categories = list(categories or [])
-    background = num_classes - 1
-    names = [categories[i] if i < len(categories) else f"class {i}" for i in range(background)]
-    return [*names, BACKGROUND_NAME], background
+    return output_names(categories, num_classes), num_classes - 1
 
 
 def training_length(doc: dict, info: dict | None) -> int:

@@ -26,8 +26,15 @@ AUDIO_ATTENTION_MODELS = ("A'-att", "A'+V-co-att")  # models with visual-guided 
 
 
 def short_names(ds: Any) -> list[str]:
-    cats = tuple(ds.catalog.categories)
-    return list(SHORT_NAMES) if cats == AVE_CATEGORIES else list(cats)
+    """The supplement's short name of each of the dataset's categories (by name), else the name itself."""
+    return [SHORT_NAMES[AVE_CATEGORIES.index(c)] if c in AVE_CATEGORIES else c for c in ds.catalog.categories]
+
+
+def published_per_category(ds: Any, row: str) -> list[float]:
+    """The supplement's Table 1 row `row` for each of the dataset's categories, matched by name
+    (NaN, drawn as no tick, for a category AVE does not have)."""
+    values = paper.SUPP_TABLE1[row]
+    return [values[AVE_CATEGORIES.index(c)] if c in AVE_CATEGORIES else float("nan") for c in ds.catalog.categories]
 
 
 def _first_run(records: dict[str, list[dict]], key: str) -> dict | None:
@@ -47,8 +54,9 @@ def draw_per_category(out: Path, ds: Any, records: dict[str, list[dict]]) -> dic
     if not series:
         return None
     rel = f"{FIGURES_DIR}/per_category.png"
-    published = {ours: paper.SUPP_TABLE1[row] for row, ours in paper.SUPP_TABLE1_MODELS.items() if ours in series}
-    if tuple(ds.catalog.categories) != AVE_CATEGORIES:
+    published = {ours: published_per_category(ds, row) for row, ours in paper.SUPP_TABLE1_MODELS.items()
+                 if ours in series}
+    if not any(c in AVE_CATEGORIES for c in ds.catalog.categories):
         published = {}
     figures.per_category_bars(out / rel, short_names(ds), series, reference=published)
     ticks = f"; black ticks: the supplement's Table 1 for {', '.join(published)}" if published else ""

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from avel.data.catalog import AVE_CATEGORIES, NUM_CLASSES
+from avel.data.catalog import NUM_CLASSES
+from avel.data.classes import BACKGROUND_NAME, class_map, output_names, to_model_classes
 from avel.errors import AvelError
 from avel.models.localizers import paper_name
 from avel.models.registry import ModelConfig, model_spec
@@ -19,7 +20,6 @@ from avel.precision import Decision, autocast, decide, keep_recurrent_fp32
 from avel.train.data import Source, read_rows
 
 PREDICT_BATCH = 64  # videos per forward pass in predict()
-BACKGROUND_NAME = "background"
 DEGENERATE_SHARE = 95.0  # a model predicting one class on more than this % of test seconds is degenerate
 MIN_CATEGORY_VIDEOS = 3  # per-category accuracy over fewer test videos is marked "n<3", not given a spread
 
@@ -63,11 +63,10 @@ def predict(model: nn.Module, audio: Any = None, visual: Any = None, *, batch_si
 
 
 def category_names(ds: Any, num_classes: int = NUM_CLASSES) -> list[str]:
-    """Class index -> name: the dataset's categories (a dataset using only the first k AVE
-    categories is padded with the rest, which then never occur), background last."""
-    cats = list(ds.catalog.categories)
-    cats += list(AVE_CATEGORIES[len(cats):num_classes - 1])
-    return [*cats, BACKGROUND_NAME]
+    """Class index -> name of the dataset's label columns: its categories, `class i` for the columns
+    past them (which never occur), background last (avel.data.classes.output_names). The class list
+    of a model trained on `ds`."""
+    return output_names(ds.catalog.categories, num_classes)
 
 
 def baselines(labels: np.ndarray, video_class: np.ndarray, names: list[str]) -> dict[str, Any]:
@@ -158,12 +157,22 @@ def attention_hits(attention: np.ndarray, object_cells: np.ndarray, event_mask: 
 
 def evaluate_model(model: nn.Module, model_cfg: ModelConfig, ds: Any, split: str, *,
                    device: str | torch.device = "cpu", batch_size: int = PREDICT_BATCH,
-                   precision: str | Decision = "auto") -> dict[str, Any]:
-    """Evaluate `model` on a dataset split: accuracy, per_class, per_label, confusion, attention hits."""
+                   precision: str | Decision = "auto", classes: list[str] | None = None,
+                   model_label: str = "the model") -> dict[str, Any]:
+    """Evaluate `model` on a dataset split: accuracy, per_class, per_label, confusion, attention hits.
+
+    `classes`: the name of each model output, background last (default: the dataset's own class
+    list, for a model trained on `ds`). The dataset's labels are mapped onto them by name
+    (avel.data.classes.class_map), so every number is in the model's classes: a dataset category
+    the model does not know is an AvelError naming it (and `model_label`); a model class absent
+    from the split is absent from per_class."""
     rows = np.asarray(ds.split(split), dtype=np.int64)
     decision = precision if isinstance(precision, Decision) else decide(precision, device)
     if len(rows) == 0:
         raise AvelError(f"split '{split}' is empty", getattr(ds, "root", None))
+    names = list(classes) if classes is not None else category_names(ds, model_cfg.num_classes)
+    where = getattr(ds.catalog, "path", None)
+    to_model = class_map(ds.catalog.categories, names, model=model_label, path=where)  # refused before any work
     inputs = model_spec(model_cfg.name).inputs
     source = Source({k: getattr(ds, k) for k in inputs}, rows)
     probs, attn = [], []
@@ -174,11 +183,12 @@ def evaluate_model(model: nn.Module, model_cfg: ModelConfig, ds: Any, split: str
         if a is not None:
             attn.append(a)
     probs_all = np.concatenate(probs)  # (N, T, C)
-    labels = read_rows(ds.labels, rows).argmax(-1)  # (N, T)
-    video_class = read_rows(ds.mil_labels, rows).argmax(-1)  # (N,)
+    if len(names) != probs_all.shape[-1]:
+        raise ValueError(f"{len(names)} class names for {probs_all.shape[-1]} model outputs")
+    labels = to_model_classes(read_rows(ds.labels, rows).argmax(-1), to_model, where)  # (N, T) model classes
+    video_class = to_model_classes(read_rows(ds.mil_labels, rows).argmax(-1), to_model, where)  # (N,)
     result = {"split": split, "model": paper_name(model_cfg),
-              **segment_metrics(probs_all.argmax(-1), labels, video_class,
-                                        category_names(ds, probs_all.shape[-1]))}
+              **segment_metrics(probs_all.argmax(-1), labels, video_class, names)}
     # eq. 7's MIL pooling, as the trainer selects W- checkpoints: the mean of per-second log-probabilities
     # has the argmax of the mean of the logits (log-softmax shifts every class of a second equally)
     pooled = np.log(np.maximum(probs_all, np.finfo(np.float32).tiny)).mean(1)  # (N, C)
@@ -194,10 +204,13 @@ def evaluate_model(model: nn.Module, model_cfg: ModelConfig, ds: Any, split: str
 def evaluate_run(run_dir: str | Path, dataset: Any = None, split: str = "test", *,
                  device: str = "cpu", precision: str = "auto") -> dict[str, Any]:
     """Evaluate a run's selected checkpoint on `split` of `dataset` (default: the data it was trained on).
+    Its outputs mean the classes the run records (avel.inference.runinfo.class_names), matched to the
+    dataset's categories by name.
 
     Other data is allowed; the result then says so: `training_data` is "same", "different" (with
     `training_data_differences` naming what differs) or "unknown" (a run written before avel recorded
     its training data's content fingerprint)."""
+    from avel.inference.runinfo import class_names
     from avel.train.checkpoint import load_run, read_run_config
     from avel.train.distributed import resolve_device
     from avel.train.fingerprint import dataset_summary, fingerprint_differences, run_fingerprint
@@ -213,7 +226,10 @@ def evaluate_run(run_dir: str | Path, dataset: Any = None, split: str = "test", 
         from avel.data.dataset import AVEDataset
 
         dataset = AVEDataset.open(root)
-    result = {"run_dir": str(run_dir), **evaluate_model(model, model_cfg, dataset, split, device=dev, precision=precision),
+    classes, _ = class_names(doc, model_cfg.num_classes)  # what each output means: the run's own class list
+    result = {"run_dir": str(run_dir),
+              **evaluate_model(model, model_cfg, dataset, split, device=dev, precision=precision, classes=classes,
+                               model_label=f"the run {run_dir}"),
               "dataset": dataset_summary(dataset)}
     trained_on = doc.get("data", {}).get("fingerprint")
     if trained_on is None:

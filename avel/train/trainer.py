@@ -75,13 +75,16 @@ def describe_data(ds: Any, train_cfg: TrainConfig, model_cfg: ModelConfig | None
         "rows": int(len(ds.labels)),
         "splits": splits,
         "noisy": int(len(noisy.audio)) if noisy is not None else 0,
+        "categories": list(ds.catalog.categories),  # output c means categories[c] (avel.data.classes)
     }
     if model_cfg is not None:
         doc["fingerprint"] = run_fingerprint(ds, model_cfg, train_cfg)
     return doc
 
 
-NOT_DATA_FIELDS = ("root", "fingerprint")  # data fields that are not compared one by one
+# data fields that are not compared one by one (the categories follow the annotations, which the
+# fingerprint covers; runs written before avel recorded them have none)
+NOT_DATA_FIELDS = ("root", "fingerprint", "categories")
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str) -> list[str]:
