@@ -74,7 +74,7 @@ def trained_run(tmp_path_factory, tiny_synth: Path) -> Path:
 def authors_run(tmp_path_factory) -> Path:
     from authors_files import authors_tree, legacy_file, random_weights
 
-    from avel.authors import import_authors
+    from avel.foreign import import_authors
 
     d = tmp_path_factory.mktemp("class-identity-authors")
     weights = random_weights("A+V-att", np.random.default_rng(3), hidden=8)
