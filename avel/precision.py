@@ -30,6 +30,11 @@ if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads PRECISION
 PRECISIONS = ("auto", "fp32", "bf16")  # --precision choices (fp16 is chosen by auto on CUDA without bf16)
 PRECISION_HELP = ("compute precision: auto (default: bf16 where a measured bf16 matrix product is >= 2x faster "
                   "than fp32, or the GPU supports it; else fp32), fp32, bf16 (features and weights stay fp32)")
+INT8 = "int8"  # extraction only: VGG-19 quantized (avel.features.quantize); everything else computes in fp32
+EXTRACT_PRECISIONS = (*PRECISIONS, INT8)  # --precision choices of avel extract / avel localize
+EXTRACT_PRECISION_HELP = (PRECISION_HELP[:-1] + "; int8: VGG-19 with int8 weights and activations on the CPU "
+                          "(PyTorch's x86 quantized engine, calibrated once per weights file), the rest fp32)")
+AUTOCAST_PRECISIONS = ("bf16", "fp16")  # computes that run under torch.autocast (int8 runs quantized modules)
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # compute precision -> torch dtype
 AUTO_MIN_SPEEDUP = 2.0  # auto picks bf16 only where a bf16 product is at least this many times faster
 WARN_BELOW_SPEEDUP = 1.0  # an explicit bf16 slower than fp32 by the probe gets a one-line warning
@@ -58,7 +63,7 @@ class Decision:
     @property
     def lower(self) -> bool:
         """True when autocast runs in a lower precision than fp32."""
-        return self.compute != "fp32"
+        return self.compute in AUTOCAST_PRECISIONS
 
     @property
     def needs_scaler(self) -> bool:
@@ -158,6 +163,14 @@ def _cpu_decision(requested: str) -> Decision:
 DECIDERS: dict[str, Callable[[str], Decision]] = {"cpu": _cpu_decision, "cuda": _cuda_decision}
 
 
+def _int8_decision(device_type: str) -> Decision:
+    """An explicit int8 (extraction): AvelError with one line saying what to use where it cannot run."""
+    from avel.features.quantize import require_int8
+
+    require_int8(device_type)
+    return Decision(INT8, INT8, device_type, "requested: VGG-19 int8, the rest fp32")
+
+
 def check_precision(requested: str) -> str:
     """The requested precision, or AvelError listing the valid ones (for the Python API; the CLI uses choices)."""
     if requested not in PRECISIONS:
@@ -187,8 +200,10 @@ def decide(requested: str, device: torch.device | str, *, announce: bool = True,
     the warning for an explicit bf16 that is slow here (a --quiet command still warns)."""
     import torch
 
-    check_precision(requested)
     kind = torch.device(device).type
+    if requested == INT8:
+        return _int8_decision(kind)
+    check_precision(requested)
     decider = DECIDERS.get(kind)
     decision = decider(requested) if decider is not None else Decision(requested, "fp32", kind,
                                                                      f"no lower-precision path on {kind}")
