@@ -233,8 +233,15 @@ def int8_section(device: torch.device, weights: dict[str, Path], clip: Path, sec
     feats = {k: [ex.extract(c) for c in clips] for k, ex in exs.items()}
     err = quantize.relative_error(np.stack([f.visual for f in feats["int8"]]), np.stack([f.visual for f in feats["fp32"]]))
     print(f"  pool5 relative error int8 vs fp32 (per-second means, {len(clips)} clips x {CLIP_SECONDS} s): {err:.4f}")
-    same, line = agreement_line(authors_model(), feats["fp32"], feats["int8"])
+    model = authors_model()
+    same, line = agreement_line(model, feats["fp32"], feats["int8"])
     print(f"  authors' A+V-att (random weights) per-second agreement, int8 vs fp32 features: {line}")
+    bf16 = FeatureExtractor(ExtractorConfig(**cfg, precision="bf16"))  # the reference: how fragile is the model?
+    feats["bf16"] = [bf16.extract(c) for c in clips]
+    err16 = quantize.relative_error(np.stack([f.visual for f in feats["bf16"]]),
+                                    np.stack([f.visual for f in feats["fp32"]]))
+    print(f"  for reference, bf16 vs fp32 features: pool5 relative error {err16:.4f}, agreement "
+          f"{agreement_line(model, feats['fp32'], feats['bf16'])[1]}")
     print(f"  target 10-s clip end to end <= {INT8_CLIP_TARGET_S:g} s (int8): "
           f"{'met' if e2e['int8'] <= INT8_CLIP_TARGET_S else 'NOT met'} ({e2e['int8']:.1f} s; fp32 {e2e['fp32']:.1f} s)")
     ratios = {k: e2e[k] / alone[k] for k in exs}
