@@ -42,6 +42,11 @@ PRECISIONS = ("auto", "fp32", "bf16")  # --precision choices (fp16 is chosen by 
 PRECISION_HELP = ("compute precision: auto (default: bf16 where the CPU declares a bf16 unit and bf16 measures "
                   ">= 1.5x fp32 at the work's shapes, once per machine, or the GPU supports it; else fp32), "
                   "fp32, bf16 (features and weights stay fp32)")
+INT8 = "int8"  # extraction only: VGG-19 quantized (avel.features.quantize); everything else computes in fp32
+EXTRACT_PRECISIONS = (*PRECISIONS, INT8)  # --precision choices of avel extract / avel localize
+EXTRACT_PRECISION_HELP = (PRECISION_HELP[:-1] + "; int8: VGG-19 with int8 weights and activations on the CPU "
+                          "(PyTorch's x86 quantized engine, calibrated once per weights file), the rest fp32)")
+AUTOCAST_PRECISIONS = ("bf16", "fp16")  # computes that run under torch.autocast (int8 runs quantized modules)
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # compute precision -> torch dtype
 # auto picks bf16 only where the probe measures it at least this many times faster than fp32: well below
 # the ~2x of AVX-512 BF16 and the ~5x of AMX, well above the <1x of emulation (a margin, so that noise
@@ -74,7 +79,7 @@ class Decision:
     @property
     def lower(self) -> bool:
         """True when autocast runs in a lower precision than fp32."""
-        return self.compute != "fp32"
+        return self.compute in AUTOCAST_PRECISIONS
 
     @property
     def needs_scaler(self) -> bool:
@@ -262,6 +267,14 @@ def _cpu_decision(requested: str, workload: str) -> Decision:
 DECIDERS: dict[str, Callable[[str, str], Decision]] = {"cpu": _cpu_decision, "cuda": _cuda_decision}
 
 
+def _int8_decision(device_type: str) -> Decision:
+    """An explicit int8 (extraction): AvelError with one line saying what to use where it cannot run."""
+    from avel.features.quantize import require_int8
+
+    require_int8(device_type)
+    return Decision(INT8, INT8, device_type, "requested: VGG-19 int8, the rest fp32")
+
+
 def check_precision(requested: str) -> str:
     """The requested precision, or AvelError listing the valid ones (for the Python API; the CLI uses choices)."""
     if requested not in PRECISIONS:
@@ -296,8 +309,10 @@ def decide(requested: str, device: torch.device | str, *, workload: str = "model
     the warning for an explicit bf16 that is slow here (a --quiet command still warns)."""
     import torch
 
-    check_precision(requested)
     kind = torch.device(device).type
+    if requested == INT8:
+        return _int8_decision(kind)
+    check_precision(requested)
     decider = DECIDERS.get(kind)
     if workload not in WORKLOADS:
         raise ValueError(f"unknown precision workload {workload!r} (one of {', '.join(WORKLOADS)})")

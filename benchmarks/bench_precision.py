@@ -15,9 +15,15 @@ the ratios auto/fp32 and bf16/fp32 (>1: faster than fp32):
               scaled to 10 s) for fp32 and auto, and for bf16 where bf16 is not slow here
   train step  A+V-att, batch 64 x 10 s x 7x7x512 (AVE shapes; --quick: batch 8), Adam, fp32 weights
   inference   A+V-att over 402 AVE-sized videos (the test split; --quick: 16, rate in segments/s)
+  int8        (CPU) --precision int8 beside fp32 in the same run: VGG-19 per frame, the VGG-19 pass alone
+              and end to end per 10-s clip (rendered, 16 frames/s) and their ratio (the pipeline's
+              overhead), pool5 relative error against fp32, and the per-second agreement of the authors'
+              A+V-att (random weights) fed int8 features vs fp32 features on --agreement-clips 10-s clips
 
 Targets (a 2-core CPU with AMX): extraction >= 3x and a 10-s clip end to end <= 6 s; training step
->= 2.5x; inference >= 3x. The lines say whether they are met, or that they do not apply (no bf16
+>= 2.5x; inference >= 3x. int8 (a 2-core CPU with AVX-512 VNNI): a 10-s clip end to end <= 8 s, end
+to end <= 1.1x the VGG-19 pass alone, and the model's per-second agreement >= 99% (else auto must not
+pick int8). The lines say whether they are met, or that they do not apply (no bf16
 fast path here: then auto must pick fp32, and auto/fp32 must be ~1.0x). bf16 is forced even where
 it is slow, on a small size, so that every line has a number; --quick keeps the run short.
 """
@@ -25,6 +31,7 @@ it is slow, on a small size, so that every line has a number; --quick keeps the 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -44,6 +51,10 @@ CLIP_SECONDS, FPS, IMAGE = 10, 16, 224  # the paper's extraction setting
 TARGETS = {"extraction": 3.0, "train step": 2.5, "inference": 3.0}  # bf16/fp32 on a 2-core AMX CPU
 CLIP_TARGET_S = 6.0  # end-to-end seconds per 10-s clip under bf16 on that CPU
 SLOW_S = 60.0  # a forced-bf16 measurement estimated above this is shrunk or skipped
+INT8_CLIP_TARGET_S = 8.0  # end-to-end seconds per 10-s clip under int8 on a 2-core AVX-512-VNNI CPU
+PIPELINE_TARGET = 1.1  # end to end / the VGG-19 pass alone, same precision
+AGREEMENT_TARGET = 0.99  # per-second agreement of the model fed int8 vs fp32 features
+SECTIONS = ("matmul", "extraction", "train", "inference", "int8")
 
 
 def sync(device: torch.device) -> None:
@@ -184,6 +195,62 @@ def inference(dec: Decision, device: torch.device, videos: int) -> float:
     return videos * T / s
 
 
+def int8_section(device: torch.device, weights: dict[str, Path], clip: Path, seconds: int, work_dir: Path,
+                 agreement_clips: int) -> None:
+    """--precision int8 beside fp32: per frame, VGG-19 pass alone vs end to end, pool5 error, model agreement."""
+    import numpy as np
+
+    from agreement import agreement_line, authors_model, render_clips
+    from avel.features import quantize
+    from avel.features.extractor import ExtractorConfig, FeatureExtractor
+
+    reason = quantize.unavailable_reason(device.type)
+    if reason is not None:
+        print(f"[int8] not measured: {reason}")
+        return
+    cfg = dict(vgg19_weights=str(weights["vgg19"]), vggish_weights=str(weights["vggish"]), frames_per_second=FPS,
+               image_size=IMAGE, device=str(device))
+    exs = {k: FeatureExtractor(ExtractorConfig(**cfg, precision=k)) for k in ("fp32", "int8")}
+    rec = exs["int8"].int8
+    print(f"[int8: VGG-19 quantized ({rec['engine']} engine, {rec['activation_bits']}-bit activations, first conv "
+          f"fp32), VGGish and the model fp32; probe: int8 conv at {quantize.int8_speedup():.2f}x fp32]")
+    segs = list(exs["fp32"].reader(clip, seconds).segments())  # decoded once: the VGG-19 pass alone reuses them
+    alone: dict[str, float] = {}
+    e2e: dict[str, float] = {}
+    for k, ex in exs.items():
+        ex.extract(clip, seconds)  # warm-up
+        reps = 1 if k == "fp32" else 2
+        alone[k] = timed(lambda: ex._visual(segs), device, reps=reps, warmup=0) * CLIP_SECONDS / seconds
+        e2e[k] = timed(lambda: ex.extract(clip, seconds), device, reps=reps, warmup=0) * CLIP_SECONDS / seconds
+    frames = FPS * seconds
+    print(f"  VGG-19 per frame (the pass alone)   fp32 {alone['fp32'] / FPS / CLIP_SECONDS:.4g} s   int8 "
+          f"{alone['int8'] / FPS / CLIP_SECONDS:.4g} s   int8/fp32 {alone['fp32'] / alone['int8']:.2f}x")
+    for k in exs:
+        print(f"  {k}: VGG-19 pass alone {alone[k]:.2f} s, end to end {e2e[k]:.2f} s per 10-s clip ({seconds}-s clip, "
+              f"{frames} frames): end to end / VGG-19 alone {e2e[k] / alone[k]:.3f}")
+    print(f"  end to end int8/fp32 {e2e['fp32'] / e2e['int8']:.2f}x")
+    clips = render_clips(work_dir / "agreement", agreement_clips)
+    feats = {k: [ex.extract(c) for c in clips] for k, ex in exs.items()}
+    err = quantize.relative_error(np.stack([f.visual for f in feats["int8"]]), np.stack([f.visual for f in feats["fp32"]]))
+    print(f"  pool5 relative error int8 vs fp32 (per-second means, {len(clips)} clips x {CLIP_SECONDS} s): {err:.4f}")
+    model = authors_model()
+    same, line = agreement_line(model, feats["fp32"], feats["int8"])
+    print(f"  authors' A+V-att (random weights) per-second agreement, int8 vs fp32 features: {line}")
+    bf16 = FeatureExtractor(ExtractorConfig(**cfg, precision="bf16"))  # the reference: how fragile is the model?
+    feats["bf16"] = [bf16.extract(c) for c in clips]
+    err16 = quantize.relative_error(np.stack([f.visual for f in feats["bf16"]]),
+                                    np.stack([f.visual for f in feats["fp32"]]))
+    print(f"  for reference, bf16 vs fp32 features: pool5 relative error {err16:.4f}, agreement "
+          f"{agreement_line(model, feats['fp32'], feats['bf16'])[1]}")
+    print(f"  target 10-s clip end to end <= {INT8_CLIP_TARGET_S:g} s (int8): "
+          f"{'met' if e2e['int8'] <= INT8_CLIP_TARGET_S else 'NOT met'} ({e2e['int8']:.1f} s; fp32 {e2e['fp32']:.1f} s)")
+    ratios = {k: e2e[k] / alone[k] for k in exs}
+    print(f"  target end to end <= {PIPELINE_TARGET:g}x the VGG-19 pass alone: "
+          + ", ".join(f"{k} {'met' if r <= PIPELINE_TARGET else 'NOT met'} ({r:.3f}x)" for k, r in ratios.items()))
+    print(f"  target agreement >= {100 * AGREEMENT_TARGET:g}%: {'met' if same >= AGREEMENT_TARGET else 'NOT met'} "
+          f"({100 * same:.1f}%{'' if same >= AGREEMENT_TARGET else ': auto must not pick int8'})")
+
+
 # ---------------------------------------------------------------- report
 
 def machine(device: torch.device) -> None:
@@ -208,7 +275,11 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "avel-bench-precision")
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to measure")
+    p.add_argument("--agreement-clips", type=int, default=None,
+                   help="int8: 10-s clips the model's agreement is measured on (default 10; --quick: 2)")
     args = p.parse_args()
+    os.environ.setdefault("AVEL_CACHE", str(args.work_dir / "cache"))  # the int8 calibration of the random weights
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -224,19 +295,12 @@ def main() -> None:
     print(f"auto picks {auto.compute} ({auto.reason}); probe {probe_ms:.0f} ms{factor}")
     q = args.quick
 
-    print("[matrix products]")
-    n = 1024 if q else 4096
-    mm = measure_all(v, lambda k, d: matmul(d, device, n if (fast or d.compute == "fp32") else 512), True)
-    ratio_line(f"{n}^2 product (bf16 at 512 if slow)", "GFLOP/s", mm, higher_is_better=True)
-
-    print("[extraction: VGG-19 224x224 + VGGish, 16 frames/s, per 10-s clip]")
-    frames, examples = (2, 1) if q else (16, 10)
-    runs = [{k: extraction_nets(v[k], device, frames, examples) for k in ("fp32", "auto")} for _ in range(ROUNDS)]
-    nets = {k: {m: min(r[k][m] for r in runs) for m in runs[0][k]} for k in ("fp32", "auto")}
-    nets["bf16"] = extraction_nets(v["bf16"], device, frames if fast else 2, examples if fast else 1)
-    ratio_line("VGG-19 per frame", "s", {k: r["frame_s"] for k, r in nets.items()}, False)
-    ratio_line("VGGish per example", "s", {k: r["example_s"] for k, r in nets.items()}, False)
-    ext = ratio_line("networks per 10-s clip (computed)", "s", {k: r["clip_s"] for k, r in nets.items()}, False)
+    sections = set(args.sections)
+    if "matmul" in sections:
+        print("[matrix products]")
+        n = 1024 if q else 4096
+        mm = measure_all(v, lambda k, d: matmul(d, device, n if (fast or d.compute == "fp32") else 512), True)
+        ratio_line(f"{n}^2 product (bf16 at 512 if slow)", "GFLOP/s", mm, higher_is_better=True)
 
     from avel.features.render import ClipSpec, render_clip
     from avel.features.weights import random_weight_files
@@ -247,6 +311,26 @@ def main() -> None:
     if not clip.is_file():
         render_clip(clip, ClipSpec(seconds=seconds, fps=25, width=640, height=360, shape_seconds={0}, tone_seconds={0}))
     weights = random_weight_files(args.work_dir / "weights")
+    if "extraction" in sections:
+        extraction_section(v, device, q, fast, clip, seconds, weights)
+    if "train" in sections:
+        train_section(v, device, q, fast)
+    if "inference" in sections:
+        inference_section(v, device, q, fast)
+    if "int8" in sections:
+        int8_section(device, weights, clip, seconds, args.work_dir, args.agreement_clips or (2 if q else 10))
+
+
+def extraction_section(v: dict[str, Decision], device: torch.device, q: bool, fast: bool, clip: Path, seconds: int,
+                       weights: dict[str, Path]) -> None:
+    print("[extraction: VGG-19 224x224 + VGGish, 16 frames/s, per 10-s clip]")
+    frames, examples = (2, 1) if q else (16, 10)
+    runs = [{k: extraction_nets(v[k], device, frames, examples) for k in ("fp32", "auto")} for _ in range(ROUNDS)]
+    nets = {k: {m: min(r[k][m] for r in runs) for m in runs[0][k]} for k in ("fp32", "auto")}
+    nets["bf16"] = extraction_nets(v["bf16"], device, frames if fast else 2, examples if fast else 1)
+    ratio_line("VGG-19 per frame", "s", {k: r["frame_s"] for k, r in nets.items()}, False)
+    ratio_line("VGGish per example", "s", {k: r["example_s"] for k, r in nets.items()}, False)
+    ext = ratio_line("networks per 10-s clip (computed)", "s", {k: r["clip_s"] for k, r in nets.items()}, False)
     exs = extractors(v, device, weights)
     with_bf16 = nets["bf16"]["clip_s"] * seconds / CLIP_SECONDS < SLOW_S
     for k in exs if with_bf16 else ("fp32", "auto"):
@@ -266,6 +350,9 @@ def main() -> None:
         print(f"  target 10-s clip end to end <= {CLIP_TARGET_S:g} s: "
               f"{'met' if e2e['bf16'] <= CLIP_TARGET_S else 'NOT met'} ({e2e['bf16']:.1f} s)")
 
+
+
+def train_section(v: dict[str, Decision], device: torch.device, q: bool, fast: bool) -> None:
     batch, steps = (8, 1) if q else (64, 3)
     print(f"[A+V-att training step, batch {batch} x 10 s x 7x7x512]")
     step = measure_all(v, lambda k, d: train_step(d, device, batch if fast or d.compute == "fp32" else min(batch, 8),
@@ -275,6 +362,8 @@ def main() -> None:
                     "" if fast or batch <= 8 else "   (bf16 timed at batch 8, scaled)")
     print(verdict("train step", tr["bf16"], fast))
 
+
+def inference_section(v: dict[str, Decision], device: torch.device, q: bool, fast: bool) -> None:
     videos = 16 if q else TEST_VIDEOS
     print(f"[A+V-att inference, {videos} AVE-sized videos]")
     inf = measure_all(v, lambda k, d: inference(d, device, videos if fast or d.compute == "fp32" else min(videos, 16)),

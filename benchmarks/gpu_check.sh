@@ -2,11 +2,14 @@
 # Exercise avel on CUDA in both precisions and print the speeds: train (A+V-att on a small AVE-Synth,
 # synthetic), extract (VGG-19 + VGGish, random weights, 16 frames/s at 224 px) and localize, each with
 # --precision fp32 and --precision bf16 (on a GPU without bf16, `auto` would pick fp16 + a GradScaler:
-# the auto line shows what it picks), then benchmarks/bench_precision.py --device cuda --quick.
+# the auto line shows what it picks); that --precision int8 is refused on CUDA with one line (exit 2);
+# then benchmarks/bench_precision.py --device cuda --quick (its int8 section says int8 is CPU-only) and
+# the frames-per-second trade-off, benchmarks/bench_fps.py --device cuda (16/8/4/2 fps: seconds per
+# clip and the authors' model's per-second agreement with 16 fps, on 2 rendered 10-s clips).
 #
 #   bash benchmarks/gpu_check.sh [WORK_DIR]        (PYTHON=path/to/python to choose the interpreter)
 #
-# Exits 2 with one line when CUDA is absent. Takes a few minutes on one GPU.
+# Exits 2 with one line when CUDA is absent. Takes a few minutes on one GPU (the bench lines: under 5).
 set -euo pipefail
 
 PY=${PYTHON:-.venv/bin/python}
@@ -72,5 +75,13 @@ for p in fp32 bf16; do
     echo "localize (one 10-s clip, incl. model load): $(elapsed "$t0" "$t1") s; $(record "$WORK/localize-$p/events.json" extractor.precision)"
 done
 
+echo "== --precision int8 on CUDA (expected: refused, one line, exit 2)"
+set +e
+"${AVEL[@]}" extract --videos "$WORK/videos" --out "$WORK/features-int8" --device cuda --precision int8 --quiet "${W[@]}"
+echo "exit status $?"
+set -e
+
 echo "== benchmarks/bench_precision.py --device cuda --quick"
-"$PY" benchmarks/bench_precision.py --device cuda --quick
+"$PY" benchmarks/bench_precision.py --device cuda --quick --work-dir "$WORK/bench-precision"
+echo "== benchmarks/bench_fps.py --device cuda --clips 2"
+"$PY" benchmarks/bench_fps.py --device cuda --clips 2 --work-dir "$WORK/bench-fps"

@@ -241,7 +241,8 @@ def test_cli_lists_the_valid_precisions(command, capsys):
         main([*command, "--precision", "fp8"])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.endswith("argument --precision: invalid choice: 'fp8' (choose from 'auto', 'fp32', 'bf16')")
+    choices = "'auto', 'fp32', 'bf16', 'int8'" if command[0] in ("extract", "localize") else "'auto', 'fp32', 'bf16'"
+    assert err.endswith(f"argument --precision: invalid choice: 'fp8' (choose from {choices})")
 
 
 # ---------------------------------------------------------------- the fused attention under bf16

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from avel.cli.options import device, nonneg_int, out_dir, positive_int
-from avel.precision import PRECISION_HELP, PRECISIONS
+from avel.precision import EXTRACT_PRECISION_HELP, EXTRACT_PRECISIONS
 
 
 def add_extractor_options(p: argparse.ArgumentParser) -> None:
@@ -27,7 +27,7 @@ def add_extractor_options(p: argparse.ArgumentParser) -> None:
                    help="stretch frames to a square (default, the authors) or resize the short side and centre-crop")
     g.add_argument("--batch-size", type=nonneg_int, default=0, help="frames per VGG-19 pass (0: 64 on CUDA, 16 on CPU)")
     g.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    g.add_argument("--precision", choices=EXTRACT_PRECISIONS, default="auto", help=EXTRACT_PRECISION_HELP)
 
 
 def extractor_config(args: argparse.Namespace, defaults: dict | None = None):
