@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_methods.py [--videos 64] [--batch 16] [--reps 3] [--threads N]
 
 Prints the CPU (avel.precision.machine_name), torch's thread count and, for A+V-att, DMRN, CMRAN, PSP
-and CMBS (and their W- networks with --weak): parameters, the median time of a forward pass over
+and CMBS (and their W- networks with --weak): parameters, the fastest forward pass over
 `--videos` random 10-s clips (7x7x512 visual maps, 128-d audio) in batches of `--batch`, fp32,
 no gradients, and segments (seconds of video) per second. The measurement is avel.models.speed's
 (the one `avel reproduce --tables sota` uses): each model gets one warm-up pass, then the models take

@@ -130,7 +130,7 @@ def test_table_option_selects_sota(tmp_path):
     assert list(res["tables"]) == ["sota"] and res["speed"]["models"].keys() == set(LABELS)
     (configs, settings), = measured
     assert configs["DMRN"] == {"name": "A+V-att", "weak": False, "fusion": "dmrn", "fusion_stage": "late"}
-    assert settings == {"videos": 64, "batch": 16, "reps": 3}
+    assert settings == {"videos": 64, "batch": 16, "reps": 5}
     line = _line((tmp_path / "report" / "report.md").read_text(), "W-CMBS")
     assert "not run" not in line and line.startswith(f"| W-CMBS | {res['cells']['W-CMBS']['summary']['mean']:.1f} ± ")
     assert "| not recorded | 1 |" in line  # the fake trainer records no training time
