@@ -2,45 +2,26 @@
 
     .venv/bin/python benchmarks/bench_methods.py [--videos 64] [--batch 16] [--reps 3] [--threads N]
 
-Prints the CPU (lscpu's model name), torch's thread count and, for A+V-att, DMRN, CMRAN, PSP and
-CMBS (and their W- networks with --weak): parameters, the median time of a forward pass over
+Prints the CPU (avel.precision.machine_name), torch's thread count and, for A+V-att, DMRN, CMRAN, PSP
+and CMBS (and their W- networks with --weak): parameters, the fastest forward pass over
 `--videos` random 10-s clips (7x7x512 visual maps, 128-d audio) in batches of `--batch`, fp32,
-no gradients, and segments (seconds of video) per second. Each model gets one warm-up pass, then
-the models take turns for `--reps` rounds and each keeps its fastest pass, so that a change in the
-machine's load during the run affects them alike; compare numbers within one run.
+no gradients, and segments (seconds of video) per second. The measurement is avel.models.speed's
+(the one `avel reproduce --tables sota` uses): each model gets one warm-up pass, then the models take
+turns for `--reps` rounds and each keeps its fastest pass, so that a change in the machine's load
+during the run affects them alike; compare numbers within one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import time
 
 import torch
 
-from avel.models.registry import ModelConfig, create_model
+from avel.models.registry import ModelConfig
+from avel.models.speed import T, measure_configs
 
-T, GRID, DV, DA = 10, 7, 512, 128  # AVE: 10 s, VGG-19 pool5 7x7x512, VGGish 128
 MODELS = ("A+V-att", "DMRN", "CMRAN", "PSP", "CMBS")
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown CPU (lscpu not available)"
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-                "unknown CPU")
-
-
-@torch.inference_mode()
-def timed_pass(model: torch.nn.Module, audio: torch.Tensor, visual: torch.Tensor, batch: int) -> float:
-    """Seconds for one forward pass over all clips."""
-    t = time.perf_counter()
-    for i in range(0, len(audio), batch):
-        model(audio[i:i + batch], visual[i:i + batch])
-    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -53,25 +34,14 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    g = torch.Generator().manual_seed(0)
-    audio = torch.randn(args.videos, T, DA, generator=g)
-    visual = torch.rand(args.videos, T, GRID, GRID, DV, generator=g)
-    print(f"CPU: {cpu_name()} ({os.cpu_count()} logical CPUs; torch threads {torch.get_num_threads()}); "
-          f"{args.videos} clips x {T} s, batch {args.batch}, fp32, fastest of {args.reps} interleaved rounds")
     variants = [(m, False) for m in MODELS] + ([(m, True) for m in ("CMRAN", "PSP", "CMBS")] if args.weak else [])
-    models = {}
-    for name, weak in variants:
-        torch.manual_seed(0)
-        models[("W-" if weak else "") + name] = create_model(ModelConfig(name=name, weak=weak)).eval()
-    best = {label: timed_pass(m, audio, visual, args.batch) for label, m in models.items()}  # warm-up
-    best = {label: float("inf") for label in best}
-    for _ in range(args.reps):
-        for label, model in models.items():
-            best[label] = min(best[label], timed_pass(model, audio, visual, args.batch))
+    configs = {("W-" if weak else "") + name: ModelConfig(name=name, weak=weak) for name, weak in variants}
+    res = measure_configs(configs, videos=args.videos, batch=args.batch, reps=args.reps)
+    print(f"CPU: {res['machine']} ({os.cpu_count()} logical CPUs; torch threads {res['threads']}); "
+          f"{args.videos} clips x {T} s, batch {args.batch}, fp32, fastest of {args.reps} interleaved rounds")
     print(f"{'model':<10} {'parameters':>12} {'s per pass':>11} {'segments/s':>11}")
-    for label, model in models.items():
-        params = sum(p.numel() for p in model.parameters())
-        print(f"{label:<10} {params:>12,} {best[label]:>11.3f} {args.videos * T / best[label]:>11.0f}")
+    for label, m in res["models"].items():
+        print(f"{label:<10} {m['parameters']:>12,} {m['seconds']:>11.3f} {m['segments_per_second']:>11.0f}")
 
 
 if __name__ == "__main__":

@@ -204,7 +204,7 @@ def test_table3_mean_std_and_chance():
 def test_cells_are_shared_and_deduplicated():
     every = C.cells_for(C.SECTIONS, audio_maps=True)
     keys = [c.key for c in every]
-    assert len(keys) == len(set(keys)) == 10 + 27 + 4 + 1  # Table 1, Table 2 minus shared, A' models, ED-TCN
+    assert len(keys) == len(set(keys)) == 10 + 27 + 4 + 1 + 6  # Table 1, Table 2 minus shared, A' models, ED-TCN, later methods
     assert len(C.cells_for(C.SECTIONS, audio_maps=False)) == len(every) - 4
     assert {c.slug for c in every}.isdisjoint({""}) and all("'" not in c.slug and " " not in c.slug for c in every)
 

@@ -247,8 +247,8 @@ def test_quick_reproduction_fills_every_table(tmp_path):
     assert main(["reproduce", "--quick", "--out", str(out), "--quiet"]) == 0
     res = json.loads((out / "results.json").read_text())
     one_seed = set(res["settings"]["one_seed_cells"])
-    assert len(res["cells"]) == 42 and all(c["summary"]["n"] == (1 if k in one_seed else 2) for k, c in res["cells"].items())
-    assert "A+V-att" not in one_seed and "A+V-att gmu early" in one_seed and len(one_seed) == 27 + 4  # Table 2 but late Concat (= A+V-att), with DMRFE; the four A' cells
+    assert len(res["cells"]) == 48 and all(c["summary"]["n"] == (1 if k in one_seed else 2) for k, c in res["cells"].items())
+    assert "A+V-att" not in one_seed and "A+V-att gmu early" in one_seed and len(one_seed) == 27 + 4 + 6  # Table 2 but late Concat (= A+V-att), with DMRFE; the four A' cells; the later methods
     assert "not run" not in (out / "report.md").read_text()
     # It shows something: every Table 1 model above the test split's majority (background) rate, and
     # the paper's central orderings hold on the mean by more than the larger of the two stds.
@@ -286,7 +286,7 @@ def test_quick_trains_one_seed_outside_the_spread_sections(tmp_path):
     quick = cell_seeds(cells, [0, 1], Options(out=tmp_path, quick=True))
     assert quick["A+V-att"] == quick["V"] == quick["ED-TCN"] == quick["W-A+V-att"] == [0, 1]
     assert quick["A+V-att dmrn late"] == quick["DMRFE"] == quick["A'-att"] == [0]
-    assert sum(len(v) == 1 for v in quick.values()) == 31
+    assert sum(len(v) == 1 for v in quick.values()) == 31 + 6  # with the later methods
     assert all(v == [0, 1, 2] for v in cell_seeds(cells, [0, 1, 2], Options(out=tmp_path, quick=True, seeds=3)).values())
     assert all(v == [0, 1, 2] for v in cell_seeds(cells, [0, 1, 2], Options(out=tmp_path)).values())
     text = _settings_section({"settings": {"seeds": [0, 1], "one_seed_cells": ["DMRFE"], "quick": True}})

@@ -13,20 +13,23 @@ from avel.cli.options import device, int_range, out_dir, positive_int
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reproduce", help="train and evaluate every table's models over seeds; write report.md + results.json",
-        description="Train and evaluate the models of Tables 1-3, the supplement's Tables 1 and 3 and ED-TCN, "
+        description="Train and evaluate the models of Tables 1-3, the supplement's Tables 1 and 3, ED-TCN "
+                    "and the later methods (CMRAN, PSP, CMBS beside A+V-att and DMRN: the sota table), "
                     "each over several seeds, and write REPORT_DIR/report.md and results.json. Finished runs "
                     "in REPORT_DIR are reused, so an interrupted reproduction continues where it stopped.")
     p.add_argument("--data", type=Path, default=None,
                    help="AVE dataset directory (default: generate AVE-Synth with audio maps into OUT/data)")
     p.add_argument("--out", type=out_dir, required=True, metavar="REPORT_DIR", help="report directory")
     p.add_argument("--seeds", type=positive_int, default=None, help="training runs per cell (default 3; --quick: 2 for Table 1, supplement Table 1, "
-                        "ED-TCN and Table 3, 1 for the rest)")
+                        "ED-TCN and Table 3, 1 for the rest, the later methods included)")
     p.add_argument("--quick", action="store_true",
                    help="small AVE-Synth (280 videos), 3 epochs at batch 16 and lr 3e-3, 2 seeds for Table 1 and "
-                        "seed 0 alone for Table 2's grid and the A' variants: the whole pipeline in minutes on 2 CPU "
-                        "cores")
-    p.add_argument("--only", default=None, metavar="SECTIONS",
-                   help="comma-separated subset of: table1, table2, supp_table1, supp_table3, edtcn, table3")
+                        "seed 0 alone for Table 2's grid, the A' variants and the later methods: the whole pipeline "
+                        "in minutes on 2 CPU cores")
+    p.add_argument("--only", "--tables", dest="only", default=None, metavar="SECTIONS",
+                   help="comma-separated subset of: table1, table2, supp_table1, supp_table3, edtcn, table3, "
+                        "sota (A+V-att, DMRN, CMRAN, PSP, CMBS and their W- models side by side with "
+                        "parameters, training time and inference speed)")
     p.add_argument("--cells", default=None, metavar="KEYS",
                    help="comma-separated cells to train, as the report names them (e.g. 'A,V-att,A+V-att gmu early')")
     p.add_argument("--videos", type=positive_int, default=None,

@@ -30,6 +30,10 @@ def fmt_entry(e: dict[str, Any] | None) -> str:
         return f"{e['baseline']:.1f}"
     if "count" in e:
         return str(e["count"])
+    if "number" in e:
+        return f"{e['number']:,.{e.get('digits', 1)}f}"
+    if "text" in e:
+        return e["text"]
     if "missing" in e:
         return e["missing"]
     if e.get("few_videos"):
@@ -63,6 +67,8 @@ def render_table(table: dict[str, Any]) -> str:
     for row in table["rows"]:
         cells = [_escape(row["label"])] + [_escape(fmt_entry(e)) for e in row["entries"]]
         lines.append("| " + " | ".join(cells) + " |")
+    if table.get("notes"):
+        lines += [""] + [f"- {n}" for n in table["notes"]]
     return "\n".join(lines) + "\n"
 
 
@@ -98,14 +104,18 @@ def _settings_section(results: dict[str, Any]) -> str:
     one_seed = s.get("one_seed_cells") or []
     if one_seed and seeds:
         lines += ["", f"Exception: {len(one_seed)} cells ran seed {seeds[0]} alone and show no spread (Table 2's "
-                      "fusion grid and the supplement's variants under `--quick`; `--seeds N` trains every cell "
-                      "N times): " + ", ".join(one_seed) + "."]
+                      "fusion grid, the supplement's variants and the later methods under `--quick`; `--seeds N` "
+                      "trains every cell N times): " + ", ".join(one_seed) + "."]
     if s.get("quick"):
         lines += ["", "This is a `--quick` run (small AVE-Synth, fewer seeds and epochs): a smoke test of the "
                       "whole pipeline, not a measurement."]
     train = s.get("train")
     if train:
         lines += ["", "Training settings: " + ", ".join(f"{k}={v}" for k, v in train.items()) + "."]
+    if s.get("later_methods_epochs"):
+        lines += ["", f"The later methods (CMRAN, PSP, CMBS and their W- networks) train "
+                      f"epochs={s['later_methods_epochs']} under `--quick` (their cost per second of video is 3-6x "
+                      "A+V-att's), seed 0 alone; their numbers are a smoke test even more than the rest."]
     p = s.get("precision")
     if p:
         lines += ["", f"Compute precision: {p['compute']} on {p['device']} ({p['reason']}; {p['machine']})."]

@@ -56,3 +56,35 @@ SUPP_TABLE1_MODELS: dict[str, str] = {"A": "A", "Vs": "V", "AVs": "A+V"}
 SUPP_TABLE3: dict[str, float] = {
     "A'": 54.3, "A'-att": 54.1, "V": 55.3, "V-att": 58.5, "A'+V": 70.2, "A'+V-co-att": 69.9,
 }
+
+# `avel reproduce --tables sota`: published accuracies of the paper's models and of the later methods
+# (segment accuracy, %, on the real AVE test split, each with the checkpoint its authors selected on the
+# *test* split). label -> (accuracy, where it is published). The paper's own come from the tables above.
+SOTA_PUBLISHED: dict[str, tuple[float, str]] = {
+    "A+V-att": (TABLE1["A+V-att"], "Tian et al., ECCV 2018, Table 1"),
+    "DMRN": (TABLE2["late"]["DMRN"], "Tian et al., ECCV 2018, Table 2 (late fusion)"),
+    "CMRAN": (77.4, "Xu et al., ACM MM 2020, Table 1"),
+    "PSP": (77.8, "Zhou et al., CVPR 2021, Table 1"),
+    "CMBS": (79.3, "Xia and Zhao, CVPR 2022, Table 1"),
+    "W-A+V-att": (TABLE1["W-A+V-att"], "Tian et al., ECCV 2018, Table 1"),
+    "W-CMRAN": (72.9, "Xu et al., ACM MM 2020, Table 1"),
+    "W-PSP": (73.5, "Zhou et al., CVPR 2021, Table 1"),
+    "W-CMBS": (74.2, "Xia and Zhao, CVPR 2022, Table 1"),
+}
+
+# The works cited in SOTA_PUBLISHED, and what their code's README says about the numbers (README.md of
+# each repository, read at the commit named).
+SOTA_REFERENCES: dict[str, str] = {
+    "Tian et al., ECCV 2018": "Y. Tian, J. Shi, B. Li, Z. Duan, C. Xu, \"Audio-Visual Event Localization in "
+                              "Unconstrained Videos\", ECCV 2018 (Tables 1 and 2).",
+    "Xu et al., ACM MM 2020": "H. Xu, R. Zeng, Q. Wu, M. Tan, C. Gan, \"Cross-Modal Relation-Aware Networks for "
+                              "Audio-Visual Event Localization\", ACM Multimedia 2020. The README of "
+                              "FloretCat/CMRAN (07ba5d3) states no accuracy; the numbers are the paper's.",
+    "Zhou et al., CVPR 2021": "J. Zhou, L. Zheng, Y. Zhong, S. Hao, M. Wang, \"Positive Sample Propagation along "
+                              "the Audio-Visual Event Line\", CVPR 2021. The README of jasongief/PSP_CVPR_2021 "
+                              "(2af5064) states the paper's 77.8% and 73.5% (and 78.0% / 73.9% for its released "
+                              "checkpoints).",
+    "Xia and Zhao, CVPR 2022": "Y. Xia, Z. Zhao, \"Cross-Modal Background Suppression for Audio-Visual Event "
+                               "Localization\", CVPR 2022. The README of marmot-xy/CMBS (010a381) states no "
+                               "accuracy; the numbers are the paper's.",
+}

@@ -37,14 +37,22 @@ DEFAULT_SEEDS = 3  # runs per cell of a full reproduction
 QUICK_VIDEOS = 280  # AVE-Synth rows (10 per category)
 QUICK_SEEDS = 2  # the smallest number that gives a standard deviation
 # --quick trains QUICK_SEEDS seeds only for the cells of these sections (Table 1's orderings need a
-# spread; ED-TCN and Table 3 are cheap); the cells of the other sections (Table 2's fusion grid and the
-# supplement's attention variants, ~80% of the work) get seed 0 alone, shown without a "±".
+# spread; ED-TCN and Table 3 are cheap); the cells of the other sections (Table 2's fusion grid, the
+# supplement's attention variants and the later methods of the sota table) get seed 0 alone, shown
+# without a "±" (the sota table's A+V-att and W-A+V-att keep Table 1's two seeds when Table 1 runs too).
 QUICK_SPREAD_SECTIONS = ("table1", "supp_table1", "edtcn", "table3")
 QUICK_WORKERS = 2  # parallel single-threaded runs (capped at the CPU count)
 # Few epochs; small batches and a 3x learning rate so that they still make useful progress (on the
 # quick AVE-Synth v1 without input standardization A+V-att reached ~61% test accuracy in 3 epochs this
 # way, ~34% with the defaults; on v2 with standardized inputs ~79%).
 QUICK_TRAIN = {"epochs": 3, "batch_size": 16, "lr": 3e-3}
+# --quick trains the later methods (CMRAN, PSP, CMBS: 6-7x A+V-att's parameters, 3-6x its cost per
+# second of video) for this many epochs, seed 0 alone, so that the whole quick run stays within minutes
+# (on the quick AVE-Synth 3 epochs of the six took ~180 CPU-s, as much as a third of the rest).
+QUICK_LATER_EPOCHS = 2
+# The sota table's inference speed (avel.models.speed.measure): random clips, batch, interleaved rounds.
+SPEED = {"videos": 64, "batch": 16, "reps": 5}
+QUICK_SPEED = {"videos": 16, "batch": 16, "reps": 5}  # a few seconds on 2 idle cores
 
 
 @dataclass
@@ -78,11 +86,12 @@ class Backend:
     train: Callable[..., dict] | None = None  # (dataset, model kwargs, train config, run_dir) -> results
     run_table3: Callable[..., dict] | None = None  # (dataset, out_dir, seed, quick, device) -> Table 3 results
     figures: Callable[..., list[dict]] | None = None  # (out, dataset, cells, records) -> figure descriptions
+    measure_speed: Callable[..., dict] | None = None  # (model kwargs by label, settings) -> avel.models.speed record
 
     def __post_init__(self) -> None:
         defaults = {"open_dataset": _open_dataset, "generate_synth": _generate_synth,
                     "make_train_config": _make_train_config, "train": _train,
-                    "run_table3": _run_table3, "figures": _figures}
+                    "run_table3": _run_table3, "figures": _figures, "measure_speed": _measure_speed}
         for name, fn in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, fn)
@@ -148,6 +157,24 @@ def _run_table3(dataset: Any, out_dir: Path, seed: int, quick: bool, device: str
     from avel.crossmodal import run_table3
 
     return run_table3(dataset, out_dir, seed=seed, progress=False, quick=quick, device=device)
+
+
+def _measure_speed(configs: dict[str, dict], settings: dict[str, int]) -> dict:
+    """Parameters and fp32 inference segments/s of each model on this CPU (avel.models.speed)."""
+    from avel.models.registry import ModelConfig
+    from avel.models.speed import measure_configs
+
+    return measure_configs({label: ModelConfig(**kw) for label, kw in configs.items()}, **settings)
+
+
+def sota_speed(cells: list[C.Cell], opts: Options, backend: Backend) -> dict | None:
+    """The sota table's speed measurement over the rows whose cells this invocation trains (None
+    without the sota section)."""
+    if "sota" not in opts.sections:
+        return None
+    keys = {c.key for c in cells}
+    configs = {label: cell.model_kwargs() for label, cell in C.sota_rows() if cell.key in keys}
+    return backend.measure_speed(configs, dict(QUICK_SPEED if opts.quick else SPEED)) if configs else None
 
 
 def _figures(**kwargs: Any) -> list[dict]:
@@ -240,7 +267,7 @@ def _synth_full_size() -> int:
 
 def cell_job(cell: C.Cell, seed: int, ds: Any, data_fp: str, opts: Options, backend: Backend) -> Job:
     """One training + test-evaluation run of a cell."""
-    train_cfg = backend.make_train_config(seed=seed, device=opts.device, overrides=train_overrides(opts))
+    train_cfg = backend.make_train_config(seed=seed, device=opts.device, overrides=cell_overrides(cell, opts))
     model_kwargs = cell.model_kwargs()
     if cell.needs_audio_map:
         model_kwargs["audio_map_shape"] = tuple(int(x) for x in ds.audio_map.shape[2:])
@@ -301,6 +328,14 @@ def train_overrides(opts: Options) -> dict[str, Any]:
         if opts.epochs < 1:
             raise AvelError(f"--epochs must be at least 1, got {opts.epochs}")
         out["epochs"] = opts.epochs
+    return out
+
+
+def cell_overrides(cell: C.Cell, opts: Options) -> dict[str, Any]:
+    """train_overrides, with --quick's QUICK_LATER_EPOCHS for the later methods (unless --epochs is given)."""
+    out = train_overrides(opts)
+    if opts.quick and opts.epochs is None and cell.model in C.LATER_METHODS:
+        out["epochs"] = QUICK_LATER_EPOCHS
     return out
 
 
@@ -428,9 +463,11 @@ def reproduce(opts: Options, backend: Backend | None = None) -> dict[str, Any]:
         settings={"seeds": seeds, "one_seed_cells": sorted(k for k, v in per_cell.items() if len(v) < len(seeds)),
                   "quick": opts.quick, "sections": list(opts.sections), "train": train_settings,
                   "selection": "validation", "device": opts.device,
+                  **({"later_methods_epochs": QUICK_LATER_EPOCHS}
+                     if opts.quick and opts.epochs is None and any(c.model in C.LATER_METHODS for c in cells) else {}),
                   "precision": precision_record(opts)},
         sections=opts.sections, cells=cells, cell_runs=stats.records,
-        table3_runs=stats.records.get("table3"), figures=figures,
+        table3_runs=stats.records.get("table3"), figures=figures, speed=sota_speed(cells, opts, backend),
         timing={"wall_seconds": time.perf_counter() - t0, "runs_trained": stats.trained,
                 "runs_reused": stats.reused, "train_seconds": stats.seconds},
     )
@@ -461,11 +498,11 @@ def select_cells(cells: list[C.Cell], keys: Sequence[str] | None) -> list[C.Cell
 
 
 def parse_sections(text: str | None) -> tuple[str, ...]:
-    """`--only table1,table2` -> the sections in report order."""
+    """`--only table1,table2` (or `--tables`) -> the sections in report order."""
     if not text:
         return C.SECTIONS
     want = [s.strip() for s in text.split(",") if s.strip()]
     unknown = [s for s in want if s not in C.SECTIONS]
     if unknown:
-        raise AvelError(f"--only: unknown section(s) {', '.join(unknown)}; valid: {', '.join(C.SECTIONS)}")
+        raise AvelError(f"--only/--tables: unknown section(s) {', '.join(unknown)}; valid: {', '.join(C.SECTIONS)}")
     return tuple(s for s in C.SECTIONS if s in want)
