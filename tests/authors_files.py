@@ -328,3 +328,25 @@ def random_weights(kind: str, rng: np.random.Generator, *, audio: int = 128, vis
         out.update({"L1.weight": w(64, 4 * hidden), "L1.bias": w(64), "L2.weight": w(classes, 64) * 3,
                     "L2.bias": w(classes)})
     return out
+
+
+def _np_sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def np_bilstm(w: dict, name: str, x: np.ndarray) -> np.ndarray:
+    """Bidirectional batch-first LSTM from zero states, gates (i, f, g, o): (B, T, D) -> (B, T, 2H)."""
+    B, T, _ = x.shape
+    outs = []
+    for sfx, steps in (("", range(T)), ("_reverse", range(T - 1, -1, -1))):
+        W_ih, W_hh = w[f"{name}.weight_ih_l0{sfx}"], w[f"{name}.weight_hh_l0{sfx}"]
+        b = w[f"{name}.bias_ih_l0{sfx}"] + w[f"{name}.bias_hh_l0{sfx}"]
+        H = W_hh.shape[1]
+        h, c, out = np.zeros((B, H)), np.zeros((B, H)), np.zeros((B, T, H))
+        for t in steps:
+            i, f, g, o = np.split(x[:, t] @ W_ih.T + h @ W_hh.T + b, 4, axis=-1)
+            c = _np_sigmoid(f) * c + _np_sigmoid(i) * np.tanh(g)
+            h = _np_sigmoid(o) * np.tanh(c)
+            out[:, t] = h
+        outs.append(out)
+    return np.concatenate(outs, -1)

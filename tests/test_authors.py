@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from authors_files import AUTHORS_CLASSES, Global, LegacyPickler, ModuleClass, Reduce, Storage, TreeBuilder, \
+from authors_files import AUTHORS_CLASSES, np_bilstm, Global, LegacyPickler, ModuleClass, Reduce, Storage, TreeBuilder, \
     authors_tree, legacy_file, random_weights
 
 from avel.foreign import families, git_blob_sha1, import_authors, read_authors_checkpoint
@@ -41,24 +41,6 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
-
-
-def np_bilstm(w: dict, name: str, x: np.ndarray) -> np.ndarray:
-    """Bidirectional batch-first LSTM from zero states, gates (i, f, g, o): (B, T, D) -> (B, T, 2H)."""
-    B, T, _ = x.shape
-    outs = []
-    for sfx, steps in (("", range(T)), ("_reverse", range(T - 1, -1, -1))):
-        W_ih, W_hh = w[f"{name}.weight_ih_l0{sfx}"], w[f"{name}.weight_hh_l0{sfx}"]
-        b = w[f"{name}.bias_ih_l0{sfx}"] + w[f"{name}.bias_hh_l0{sfx}"]
-        H = W_hh.shape[1]
-        h, c, out = np.zeros((B, H)), np.zeros((B, H)), np.zeros((B, T, H))
-        for t in steps:
-            i, f, g, o = np.split(x[:, t] @ W_ih.T + h @ W_hh.T + b, 4, axis=-1)
-            c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
-            h = _sigmoid(o) * np.tanh(c)
-            out[:, t] = h
-        outs.append(out)
-    return np.concatenate(outs, -1)
 
 
 def np_linear(w: dict, name: str, x: np.ndarray) -> np.ndarray:

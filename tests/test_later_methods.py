@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from authors_files import np_bilstm
+
 from avel.errors import AvelError
 from avel.models import cmbs as cmbs_mod
 from avel.models import cmran as cmran_mod
@@ -114,24 +116,6 @@ def channel_spatial(w, V, a, V_query):
     return np.einsum("sk,skd->sd", alpha, Vc), alpha
 
 
-def bilstm(w, name, x):
-    """Bidirectional batch-first LSTM from zero states, gates (i, f, g, o)."""
-    Bn, Tn, _ = x.shape
-    outs = []
-    for sfx, steps in (("", range(Tn)), ("_reverse", range(Tn - 1, -1, -1))):
-        W_ih, W_hh = w[f"{name}.weight_ih_l0{sfx}"], w[f"{name}.weight_hh_l0{sfx}"]
-        b = w[f"{name}.bias_ih_l0{sfx}"] + w[f"{name}.bias_hh_l0{sfx}"]
-        H = W_hh.shape[1]
-        h, c, out = np.zeros((Bn, H)), np.zeros((Bn, H)), np.zeros((Bn, Tn, H))
-        for t in steps:
-            i, f, g, o = np.split(x[:, t] @ W_ih.T + h @ W_hh.T + b, 4, axis=-1)
-            c = sig(f) * c + sig(i) * np.tanh(g)
-            h = sig(o) * np.tanh(c)
-            out[:, t] = h
-        outs.append(out)
-    return np.concatenate(outs, -1)
-
-
 def top4(x):
     """(B, T, K) -> (B, K): mean of the 4 largest values over time."""
     return np.sort(x, axis=1)[:, ::-1][:, :4].mean(1)
@@ -167,7 +151,7 @@ def np_psp(w, audio, visual, weak):
     a = audio if weak else lin(w, "fa.1", lin(w, "fa.0", audio))
     v_att, alpha = np_avga(w, a, visual)
     v = lin(w, "linear_v", v_att) if weak else lin(w, "fv.1", lin(w, "fv.0", v_att))
-    h_a, h_v = bilstm(w, "lstm_a_v.lstm_audio", a), bilstm(w, "lstm_a_v.lstm_video", v)
+    h_a, h_v = np_bilstm(w, "lstm_a_v.lstm_audio", a), np_bilstm(w, "lstm_a_v.lstm_video", v)
     v1, v2 = relu(lin(w, "psp.v_L1", h_v)), relu(lin(w, "psp.v_L2", h_v))
     a1, a2 = relu(lin(w, "psp.a_L1", h_a)), relu(lin(w, "psp.a_L2", h_a))
     beta = relu(v2 @ a1.transpose(0, 2, 1) / np.sqrt(v2.shape[-1]))
@@ -215,7 +199,7 @@ def np_cmbs(w, audio, visual, weak):
     v, alpha = np_cmbs_attention(w, visual, audio, o["beta"])
     a = audio
     if not weak:
-        a, v = bilstm(w, "audio_visual_rnn_layer.audio_rnn", a), bilstm(w, "audio_visual_rnn_layer.visual_rnn", v)
+        a, v = np_bilstm(w, "audio_visual_rnn_layer.audio_rnn", a), np_bilstm(w, "audio_visual_rnn_layer.visual_rnn", v)
     k_v, k_a = encoder(w, "video_encoder", v), encoder(w, "audio_encoder", a)
     q_a, q_v = decoder(w, "audio_decoder", a, k_v), decoder(w, "video_decoder", v, k_a)
     heads = 2 if weak else 4

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from test_recipes import _FakeData
+
 from avel.errors import AvelError
 from avel.train.config import TrainConfig
 from avel.train.recipes import (NEVER, clip_gradients, epoch_lr, recipe_config, scheduled_lr, selection_key,
@@ -272,22 +274,6 @@ def test_cli_train_psp_with_its_recipe(tiny_synth, tmp_path, capsys) -> None:
 
 
 # ---------------------------------------------------------------- avel reproduce --recipes
-
-class _Catalog(list):
-    categories = ("cat0", "cat1")
-
-
-class _FakeData:
-    is_synthetic = True
-
-    def __init__(self) -> None:
-        self.catalog = _Catalog([None] * 20)
-        self.mil_labels = np.eye(3, dtype=np.float32)[np.arange(20) % 2]
-        self.audio_map = None
-
-    def split(self, name: str) -> np.ndarray:
-        return {"train": np.arange(12), "val": np.arange(12, 16), "test": np.arange(16, 20)}[name]
-
 
 def test_reproduce_recipes_with_the_later_methods(tmp_path) -> None:
     from avel.report.pipeline import Backend, Options
