@@ -403,14 +403,23 @@ def test_an_interrupt_swallowed_by_a_weakref_callback_still_stops_the_command():
         "except KeyboardInterrupt:\n"
         "    sys.exit(130)\n"
         "sys.exit(0)\n")
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                       preexec_fn=ctrl_c_delivered)
     assert r.returncode == 130, r.stderr
+
+
+def ctrl_c_delivered() -> None:
+    """In a child about to start: SIGINT at its default, so that Python turns it into KeyboardInterrupt
+    as a terminal's Ctrl-C does (a shell's background job, CI's included, starts children with SIGINT
+    ignored, and Python then leaves it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_ctrl_c_stops_synth_with_status_130_and_the_rerun_resumes(tmp_path):
     out = tmp_path / "ds"
     args = ["data", "synth", "--out", str(out), "--videos", "40", "--categories", "2", "--no-progress"]
-    p = subprocess.Popen(AVEL + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(AVEL + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=ctrl_c_delivered)
     deadline = time.monotonic() + 300
     while not (out / ".visual_feature.h5.part").exists() and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)

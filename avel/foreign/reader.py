@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +107,6 @@ class Checkpoint:
     config: Any  # the ModelConfig that rebuilds the network
     loaded: Loaded
     holds: str  # "a pickled <class>" or "a state dict"
-    extra: dict[str, Any] = field(default_factory=dict)  # family-specific facts for the record
 
 
 def _names(names: list[str]) -> str:
@@ -138,9 +137,8 @@ def read_checkpoint(path: str | Path, kind: str | None = None,
         if found is None:
             known = ", ".join(f"{c} ({f.name})" for f in table.values() for c in f.pickled_classes)
             raise AvelError(f"holds a pickled {root.qualname}, not one of the networks avel imports ({known})", path)
-        if kind is not None and kind != found.name and root.qualname not in table[kind].pickled_classes:
+        if kind is not None and kind != found.name:
             raise AvelError(f"expected {kind} (--kind), but the file holds {root.qualname} ({found.name})", path)
-        found = table[kind] if kind is not None else found
         raw, holds = module_tensors(root, path), f"a pickled {root.qualname}"
     elif isinstance(root, dict):
         if kind is None:
@@ -149,8 +147,8 @@ def read_checkpoint(path: str | Path, kind: str | None = None,
         found, raw, holds = table[kind], state_dict_tensors(root, path), "a state dict"
     else:
         raise AvelError(f"holds a {type(root).__name__}, neither a pickled network nor a state dict", path)
-    renamed = {k: found.to_avel(k) for k in raw}
-    tensors = {new: raw[k] for k, new in renamed.items() if new is not None}
+    renamed = {found.to_avel(k): v for k, v in raw.items()}
+    tensors = {k: v for k, v in renamed.items() if k is not None}
     cfg = found.config(tensors, root, path)
     check_weights(found, cfg, tensors, path)
     return Checkpoint(found, tensors, cfg, loaded, holds)
@@ -197,7 +195,7 @@ def import_run(path: str | Path, out_dir: str | Path, kind: str | None = None,
     record = {"file": str(path.resolve()), "git_blob_sha1": sha, "kind": ck.family.name,
               "origin": ck.family.origin, "holds": ck.holds, "container": ck.loaded.container,
               "saved_on": sorted(ck.loaded.locations),
-              "published_file": next((p for p, h in ck.family.published if h == sha), None), **ck.extra}
+              "published_file": next((p for p, h in ck.family.published if h == sha), None)}
     write_run_dir(out_dir, lambda tmp: _write_run(tmp, model, ck.config, ck.family, record))
     return out_dir
 
