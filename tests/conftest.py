@@ -32,6 +32,15 @@ def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate(tmp_path_factory.mktemp("tiny_synth") / "ave-synth", progress=False, **TINY_SYNTH)
 
 
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Random He-initialised VGG-19 / VGGish weight files in their real layouts, written once per session
+    (avel.features.weights.random_weight_files): the backbones' stand-ins, as the real ones cannot be downloaded."""
+    from avel.features.weights import random_weight_files
+
+    return random_weight_files(tmp_path_factory.getbasetemp() / "avel-random-weights")
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny tensors: one intra-op thread avoids OpenMP spin-waits on a shared 2-core machine

@@ -18,15 +18,9 @@ from avel.features.extract import PartStore, extract_shard, make_plan, merge, se
 from avel.features.extractor import ExtractorConfig, FeatureExtractor
 from avel.features.render import ClipSpec, render_clip
 from avel.data.splits import read_order, write_order
-from avel.features.weights import random_weight_files
 
 FAST = ["--frames-per-second", "1", "--image-size", "32", "--quiet"]
 SHORT = [*FAST, "--seconds", "4"]  # the 10-s clips cut to 4 s: less compute where the length does not matter
-
-
-@pytest.fixture(scope="session")
-def weights(tmp_path_factory):
-    return random_weight_files(tmp_path_factory.getbasetemp() / "avel-random-weights")
 
 
 @pytest.fixture(scope="module")

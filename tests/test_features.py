@@ -16,12 +16,7 @@ from avel.features.decode import count_segments, read_clip, sample_indices, segm
 from avel.features.logmel import segment_examples
 from avel.features.render import ClipSpec, render_clip, tone_track
 from avel.features.vgg19 import PREPROCESSING, VisualEncoder, keras_to_state_dict
-from avel.features.weights import check_state_dict, empty_net, he_init_, load_weights, random_weight_files
-
-
-@pytest.fixture(scope="session")
-def weights(tmp_path_factory):
-    return random_weight_files(tmp_path_factory.getbasetemp() / "avel-random-weights")
+from avel.features.weights import check_state_dict, empty_net, he_init_, load_weights
 
 
 # ---------------------------------------------------------------- frame sampling by timestamp

@@ -16,15 +16,9 @@ from avel.cli import main
 from avel.errors import AvelError
 from avel.features.extracted import ExtractedSet
 from avel.features.render import ALIGNMENT_CLASSES, ClipSpec, make_alignment_set, render_clip
-from avel.features.weights import random_weight_files
 from avel.inference.events import events_document, merge_spans
 from avel.inference.infer import window_starts, windowed_predict
 from avel.models.registry import ModelOutput
-
-
-@pytest.fixture(scope="session")
-def weights(tmp_path_factory):
-    return random_weight_files(tmp_path_factory.getbasetemp() / "avel-random-weights")
 
 
 # ---------------------------------------------------------------- windows and events

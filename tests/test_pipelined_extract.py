@@ -14,14 +14,8 @@ from avel.features.decode import ClipReader
 from avel.features.extractor import ExtractorConfig, FeatureExtractor
 from avel.features.logmel import segment_examples
 from avel.features.render import ClipSpec, render_clip
-from avel.features.weights import random_weight_files
 
 SIZE = 32  # pixels: 1x1 pool5 maps
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return random_weight_files(tmp_path_factory.getbasetemp() / "avel-random-weights")
 
 
 @pytest.fixture(scope="module")

@@ -357,13 +357,6 @@ def test_precision_history_records_a_resume_in_another_precision(tmp_path):
 
 # ---------------------------------------------------------------- extraction
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    from avel.features.weights import random_weight_files
-
-    return random_weight_files(tmp_path_factory.getbasetemp() / "avel-random-weights")
-
-
 def test_bf16_extraction_is_close_to_fp32_and_recorded(tmp_path, weights, monkeypatch):
     """Real decoded frames and audio of a rendered 1-s clip through random He-initialised VGG-19 and
     VGGish: bf16 features within 3% (relative L2) of fp32 (measured: ~0.7% at 32 px); extractor.json

@@ -498,13 +498,6 @@ def test_predict_shapes_and_probabilities(tmp_path):
         model.predict(audio, visual[..., :256])
 
 
-@pytest.fixture(scope="session")
-def weights(tmp_path_factory):
-    from avel.features.weights import random_weight_files
-
-    return random_weight_files(tmp_path_factory.getbasetemp() / "avel-random-weights")  # shared with test_localize
-
-
 def test_localize_api_on_a_rendered_video(tmp_path, weights):
     """avel.localize on a real (rendered) video with a run directory and tiny random backbones; its
     probabilities equal load_model().predict on the features it wrote."""
