@@ -57,6 +57,11 @@ def _authors_file(what: str, repo_path: str, digest: str, size_mb: float) -> Cac
                       GIT_BLOB, digest, size_mb)
 
 
+def _drive_file(what: str, url: str, name: str, size_mb: float) -> CachedFile:
+    """A checkpoint linked on Google Drive without a published hash: used from a local copy only."""
+    return CachedFile(what, url, f"{MODELS_SUBDIR}/{name}", GIT_BLOB, None, size_mb)
+
+
 # Sizes are approximate (float32 parameter count of the network); the git blob hash pins the exact bytes.
 PRETRAINED: dict[str, PretrainedModel] = {m.name: m for m in (
     PretrainedModel("authors-av-att", "A+V-att",
@@ -68,33 +73,33 @@ PRETRAINED: dict[str, PretrainedModel] = {m.name: m for m in (
                                   "b1ba4dd0fdf4b5537f26cccf1ccbf82ee8f97860", 5.4),
                     "W-A+V-att, weakly supervised (Table 1), the authors' trained network"),
     PretrainedModel("authors-dmrn", "DMRN",
-                    CachedFile("the AVE authors' trained DMRN network (linked from their README)",
-                               "https://drive.google.com/file/d/1D6M6lnUkS4yby0Y4LODIYAQUR6N_GtaR/view",
-                               f"{MODELS_SUBDIR}/DMRN.pt", GIT_BLOB, None, 6.4),
+                    _drive_file("the AVE authors' trained DMRN network (linked from their README)",
+                                "https://drive.google.com/file/d/1D6M6lnUkS4yby0Y4LODIYAQUR6N_GtaR/view",
+                                "DMRN.pt", 6.4),
                     "DMRN fusion (Table 1), the authors' trained network; Google Drive only: local file"),
     # The later methods link their trained weights on Google Drive, without a hash: local-file entries
     # (CMBS's scripts save float64 state dicts: twice the float32 size).
     PretrainedModel("psp", "PSP",
-                    CachedFile("PSP's trained network (PSP_fully.pt, linked from jasongief/PSP_CVPR_2021)",
-                               "https://drive.google.com/drive/folders/1YEyEH6e988v1NUwwVYohrwY2DSpVtVoT",
-                               f"{MODELS_SUBDIR}/PSP_fully.pt", GIT_BLOB, None, 6.2),
+                    _drive_file("PSP's trained network (PSP_fully.pt, linked from jasongief/PSP_CVPR_2021)",
+                                "https://drive.google.com/drive/folders/1YEyEH6e988v1NUwwVYohrwY2DSpVtVoT",
+                                "PSP_fully.pt", 6.2),
                     "PSP (Zhou et al., CVPR 2021), supervised, its authors' trained network; Google Drive only: "
                     "local file"),
     PretrainedModel("w-psp", "W-PSP",
-                    CachedFile("W-PSP's trained network (PSP_weakly.pt, linked from jasongief/PSP_CVPR_2021)",
-                               "https://drive.google.com/drive/folders/1YEyEH6e988v1NUwwVYohrwY2DSpVtVoT",
-                               f"{MODELS_SUBDIR}/PSP_weakly.pt", GIT_BLOB, None, 5.0),
+                    _drive_file("W-PSP's trained network (PSP_weakly.pt, linked from jasongief/PSP_CVPR_2021)",
+                                "https://drive.google.com/drive/folders/1YEyEH6e988v1NUwwVYohrwY2DSpVtVoT",
+                                "PSP_weakly.pt", 5.0),
                     "W-PSP, weakly supervised, its authors' trained network; Google Drive only: local file"),
     PretrainedModel("cmbs", "CMBS",
-                    CachedFile("CMBS's trained supervised network (linked from marmot-xy/CMBS)",
-                               "https://drive.google.com/file/d/1crF9vKpdi3Ec_Zkagz7rJB_yVHYnxpJE/view",
-                               f"{MODELS_SUBDIR}/CMBS_supervised.pth.tar", GIT_BLOB, None, 73.6),
+                    _drive_file("CMBS's trained supervised network (linked from marmot-xy/CMBS)",
+                                "https://drive.google.com/file/d/1crF9vKpdi3Ec_Zkagz7rJB_yVHYnxpJE/view",
+                                "CMBS_supervised.pth.tar", 73.6),
                     "CMBS (Xia and Zhao, CVPR 2022), supervised, its authors' trained network; Google Drive only: "
                     "local file"),
     PretrainedModel("w-cmbs", "W-CMBS",
-                    CachedFile("CMBS's trained weakly-supervised network (linked from marmot-xy/CMBS)",
-                               "https://drive.google.com/file/d/100cp82dIrJLuqqEvV-9dbxyTQpWkY-3c/view",
-                               f"{MODELS_SUBDIR}/CMBS_weakly.pth.tar", GIT_BLOB, None, 75.2),
+                    _drive_file("CMBS's trained weakly-supervised network (linked from marmot-xy/CMBS)",
+                                "https://drive.google.com/file/d/100cp82dIrJLuqqEvV-9dbxyTQpWkY-3c/view",
+                                "CMBS_weakly.pth.tar", 75.2),
                     "W-CMBS, weakly supervised, its authors' trained network; Google Drive only: local file"),
 )}
 

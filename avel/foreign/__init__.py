@@ -10,13 +10,8 @@ See docs/authors.md and docs/models.md: the formats read, the safety rule, each 
 
 from pathlib import Path
 
-from avel.foreign.kinds import AUTHORS, FAMILIES, PEERS, Family
+from avel.foreign.kinds import AUTHORS, PEERS, Family, families
 from avel.foreign.reader import Checkpoint, git_blob_sha1, import_run, read_checkpoint
-
-
-def families(names: tuple[str, ...] | None = None) -> dict[str, Family]:
-    """The importable network families (all, or those named)."""
-    return dict(FAMILIES) if names is None else {n: FAMILIES[n] for n in names if n in FAMILIES}
 
 
 def import_authors(path: str | Path, out_dir: str | Path, kind: str | None = None) -> Path:

@@ -58,6 +58,11 @@ FAMILIES: dict[str, Family] = {}  # name -> family, in registration order
 PICKLED_CLASSES: dict[str, str] = {}  # pickled class -> family name
 
 
+def families(names: tuple[str, ...] | None = None) -> dict[str, Family]:
+    """The importable network families (all, or those of `names` that exist), in registration order."""
+    return dict(FAMILIES) if names is None else {n: FAMILIES[n] for n in names if n in FAMILIES}
+
+
 def register_family(family: Family) -> Family:
     """Add `family` to the table; its pickled classes become loadable stand-ins."""
     if family.name in FAMILIES:

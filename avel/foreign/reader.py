@@ -28,7 +28,7 @@ import torch
 
 import avel
 from avel.errors import AvelError
-from avel.foreign.kinds import FAMILIES, PICKLED_CLASSES, Family
+from avel.foreign.kinds import PICKLED_CLASSES, Family, families
 from avel.foreign.unpickle import Loaded, Ref, StandIn, load_checkpoint, module_state
 
 STATE_DICT_WRAPPERS = ("state_dict", "model_state_dict", "model", "net")  # keys a saved dict may nest weights in
@@ -127,7 +127,7 @@ def read_checkpoint(path: str | Path, kind: str | None = None,
     considered (e.g. `avel import-authors` reads the authors' three only). Never executes anything in
     the file; AvelError naming the file for anything that is not a network of the table that fits."""
     path = Path(path)
-    table = FAMILIES if allowed is None else {n: FAMILIES[n] for n in allowed if n in FAMILIES}
+    table = families(allowed)
     if kind is not None and kind not in table:
         raise AvelError(f"unknown kind '{kind}'; valid: {_listing(table)}")
     loaded = load_checkpoint(path)
